@@ -1,0 +1,113 @@
+"""leashed.capabilities(): what this machine guarantees, per mode, said plainly."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from . import _helper
+from ._options import IS_LINUX, IS_WINDOWS
+
+
+def _linux_kernel_has_pidfd() -> bool:
+    if not hasattr(os, "pidfd_open"):
+        return False
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return False
+    return True
+
+
+def capabilities() -> dict[str, Any]:
+    """Per mode: mechanism, available, whole_tree, race_free, and notes; plus the helper.
+
+    Never a silent downgrade: a mode that this machine cannot honour says so here.
+    """
+    if IS_WINDOWS:
+        from ._windows import windows_capabilities
+
+        return {"platform": sys.platform, "helper": None, **windows_capabilities()}
+    path = _helper.helper_path()
+    version = _helper.helper_version() if path else None
+    helper = {
+        "path": path,
+        "version": version[0] if version else None,
+        "build": version[1] if version else None,
+    }
+    modes: dict[str, dict[str, Any]] = {}
+    pidfd = IS_LINUX and _linux_kernel_has_pidfd()
+    if IS_LINUX:
+        if path:
+            modes["direct"] = _mode(
+                "leashed-helper exec: prctl(PR_SET_PDEATHSIG) + ppid recheck, then execve "
+                "(forks from one long-lived thread)",
+                whole_tree=False,
+                race_free=True,
+            )
+        else:
+            modes["direct"] = _mode(
+                "FALLBACK preexec_fn: prctl(PR_SET_PDEATHSIG) + ppid recheck "
+                "(leashed-helper missing: fork() instead of vfork(), slower)",
+                whole_tree=False,
+                race_free=True,
+                notes=["leashed-helper was not found; reinstall leashed for the fast path"],
+            )
+        tree_mechanism = "leashed-helper supervise: PR_SET_CHILD_SUBREAPER + lifeline pipe"
+        tree_notes = [
+            "descendants are signalled via pidfd after a start-time check"
+            if pidfd
+            else "no pidfd_open on this kernel: descendants are signalled by pid after a "
+            "start-time check (a tiny pid-reuse window)"
+        ]
+        modes["tree"] = _mode(tree_mechanism, whole_tree=True, race_free=True,
+                              available=bool(path), notes=tree_notes)
+        guardian_notes = ["guardian armed before the target runs; watches it with a pidfd"]
+    else:
+        modes["direct"] = _mode(
+            "leashed-helper guard: a detached guardian armed on kqueue (EVFILT_PROC) and the "
+            "lifeline before the target runs",
+            whole_tree=False,
+            race_free=True,
+            available=bool(path),
+        )
+        modes["tree"] = _mode(
+            "leashed-helper supervise: target in its own process group, killed as a group",
+            whole_tree=False,
+            race_free=True,
+            available=bool(path),
+            notes=["a descendant that calls setsid() leaves the group and escapes"],
+        )
+        guardian_notes = ["watches the target with kqueue EVFILT_PROC/NOTE_EXIT"]
+    modes["grace"] = _mode(
+        "leashed-helper supervise: death signal, grace period, then SIGKILL",
+        whole_tree=modes["tree"]["whole_tree"],
+        race_free=True,
+        available=bool(path),
+    )
+    modes["guardian"] = _mode(
+        "leashed-helper guard: detached guardian on the lifeline pipe",
+        whole_tree=False,
+        race_free=True,
+        available=bool(path) and (pidfd or not IS_LINUX),
+        notes=guardian_notes,
+    )
+    return {"platform": sys.platform, "helper": helper, "modes": modes}
+
+
+def _mode(
+    mechanism: str,
+    *,
+    whole_tree: bool,
+    race_free: bool,
+    available: bool = True,
+    notes: list[str] | None = None,
+) -> dict[str, Any]:
+    return {
+        "available": available,
+        "mechanism": mechanism,
+        "whole_tree": whole_tree,
+        "race_free": race_free,
+        "notes": notes or [],
+    }

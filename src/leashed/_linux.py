@@ -1,0 +1,73 @@
+"""Linux backend: the prctl fallback and the pidfd parent watch (no helper involved)."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import os
+import select
+
+PR_SET_PDEATHSIG = 1
+
+
+@functools.lru_cache(maxsize=None)
+def _prctl() -> ctypes._CFuncPtr:  # type: ignore[name-defined]
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    prctl = libc.prctl
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+def arm_death_signal(death_signal: int, parent_pid: int) -> None:
+    """In a forked child: die by ``death_signal`` with the forking thread; exit if it is gone.
+
+    The ppid recheck closes the race where the parent died between fork() and prctl().
+    """
+    if _prctl()(PR_SET_PDEATHSIG, death_signal, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def load_prctl_for_fallback() -> None:
+    """Load libc's prctl before forking, so the child does no dlopen."""
+    _prctl()
+
+
+def open_parent_handle() -> tuple[int, int] | None:
+    """(parent pid, pidfd) for this process's parent, or None without pidfd_open.
+
+    The pidfd names the process itself, so a reused pid can never be mistaken for it.
+    Raises ProcessLookupError if the parent is already gone.
+    """
+    if not hasattr(os, "pidfd_open"):
+        return None
+    parent = os.getppid()
+    try:
+        pidfd = os.pidfd_open(parent)
+    except OSError as exc:
+        if exc.errno in (38, 1):  # ENOSYS, EPERM (seccomp): no pidfd here
+            return None
+        raise
+    if os.getppid() != parent:  # it died and we were re-parented while opening
+        os.close(pidfd)
+        raise ProcessLookupError(f"parent process {parent} has already exited")
+    return parent, pidfd
+
+
+def wait_for_exit(pidfd: int, stop_fd: int) -> bool:
+    """Block until the process behind ``pidfd`` exits (True) or ``stop_fd`` is readable."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    poller.register(stop_fd, select.POLLIN)
+    while True:
+        for fd, _events in poller.poll():
+            if fd == pidfd:
+                return True
+            return False
+
+
+__all__ = ["arm_death_signal", "open_parent_handle", "wait_for_exit"]
