@@ -61,8 +61,9 @@ def capabilities() -> dict[str, Any]:
             else "no pidfd_open on this kernel: descendants are signalled by pid after a "
             "start-time check (a tiny pid-reuse window)"
         ]
-        modes["tree"] = _mode(tree_mechanism, whole_tree=True, race_free=True,
-                              available=bool(path), notes=tree_notes)
+        modes["tree"] = _mode(
+            tree_mechanism, whole_tree=True, race_free=True, available=bool(path), notes=tree_notes
+        )
         guardian_notes = ["guardian armed before the target runs; watches it with a pidfd"]
     else:
         modes["direct"] = _mode(

@@ -32,7 +32,7 @@ class HelperMissingWarning(RuntimeWarning):
     """leashed-helper is not installed: a slower, thread-bound fallback is in use."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def helper_path() -> str | None:
     """Path of the helper executable, or None when the install lacks it."""
     override = os.environ.get(HELPER_ENV)
@@ -44,7 +44,7 @@ def helper_path() -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def helper_version() -> tuple[str, str] | None:
     """(version, build) as the helper reports them; build is "nolibc" or "libc"."""
     path = helper_path()

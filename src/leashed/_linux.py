@@ -11,7 +11,7 @@ import select
 PR_SET_PDEATHSIG = 1
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _prctl() -> ctypes._CFuncPtr:  # type: ignore[name-defined]
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     prctl = libc.prctl
@@ -60,14 +60,8 @@ def open_parent_handle() -> tuple[int, int] | None:
 
 def wait_for_exit(pidfd: int, stop_fd: int) -> bool:
     """Block until the process behind ``pidfd`` exits (True) or ``stop_fd`` is readable."""
-    poller = select.poll()
-    poller.register(pidfd, select.POLLIN)
-    poller.register(stop_fd, select.POLLIN)
-    while True:
-        for fd, _events in poller.poll():
-            if fd == pidfd:
-                return True
-            return False
+    readable, _, _ = select.select([pidfd, stop_fd], [], [])
+    return pidfd in readable
 
 
 __all__ = ["arm_death_signal", "open_parent_handle", "wait_for_exit"]

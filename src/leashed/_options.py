@@ -12,6 +12,8 @@ Mechanism = Literal["pdeathsig", "supervisor", "guardian", "job", "preexec_fn"]
 MECHANISM_CHOICES = ("pdeathsig", "supervisor", "guardian")
 
 IS_WINDOWS = sys.platform == "win32"
+#: SIGKILL's number, 9 on every POSIX system; Windows' signal module lacks the name.
+SIGKILL = 9
 IS_LINUX = sys.platform.startswith("linux")
 
 
@@ -28,9 +30,7 @@ class LeashPlan:
     @property
     def helper_mode(self) -> str:
         """The helper's command-line mode for this mechanism."""
-        return {"pdeathsig": "exec", "supervisor": "supervise", "guardian": "guard"}[
-            self.mechanism
-        ]
+        return {"pdeathsig": "exec", "supervisor": "supervise", "guardian": "guard"}[self.mechanism]
 
 
 def validate_death_signal(death_signal: object) -> int | None:
@@ -43,13 +43,15 @@ def validate_death_signal(death_signal: object) -> int | None:
             f"not {type(death_signal).__name__}"
         )
     number = int(death_signal)
-    if IS_WINDOWS:
-        valid = {int(signal.SIGTERM), 9}
+    if sys.platform == "win32":
+        valid = {9}  # a kill-on-close job object ends processes at once: no other signal
     else:
         valid = {int(s) for s in signal.valid_signals()}
         valid.discard(int(signal.SIGSTOP))
     if number not in valid:
-        raise ValueError(f"death_signal must be a valid signal that can end a process, got {number}")
+        raise ValueError(
+            f"death_signal must be a valid signal that can end a process, got {number}"
+        )
     return number
 
 
@@ -92,7 +94,7 @@ def plan_leash(
         if mechanism is not None:
             raise ValueError("mechanism cannot be chosen on Windows: it always uses a job object")
         _windows.check_leash_options(tree, grace_s, signal_number)
-        return LeashPlan("job", 9, 0, True, kill_on_drop)
+        return LeashPlan("job", SIGKILL, 0, True, kill_on_drop)
 
     if tree and mechanism not in (None, "supervisor"):
         raise ValueError(f"tree=True needs the supervisor; it cannot use mechanism={mechanism!r}")
@@ -108,6 +110,6 @@ def plan_leash(
     else:
         chosen = default_mechanism
     if signal_number is None:
-        signal_number = int(signal.SIGTERM) if grace_s else int(signal.SIGKILL)
+        signal_number = int(signal.SIGTERM) if grace_s else SIGKILL
     grace_ms = math.ceil((grace_s or 0.0) * 1000)
     return LeashPlan(chosen, signal_number, grace_ms, tree, kill_on_drop)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import struct
 import subprocess
@@ -13,7 +12,7 @@ from typing import Any, AnyStr
 
 from . import _helper, _spawner
 from ._lifeline import lifeline_read_fd
-from ._options import IS_LINUX, IS_WINDOWS, LeashPlan, plan_leash
+from ._options import IS_LINUX, IS_WINDOWS, SIGKILL, LeashPlan, plan_leash
 
 __all__ = ["Popen", "call", "check_call", "check_output", "run"]
 
@@ -48,6 +47,7 @@ def make_plan(**options: Any) -> LeashPlan:
 
 def target_of(args: Any, executable: Any, shell: bool) -> tuple[Any, list[Any]]:
     """(program, argv) exactly as subprocess's POSIX _execute_child would exec them."""
+    argv: list[Any]
     if isinstance(args, (str, bytes)):
         argv = [args]
     elif isinstance(args, os.PathLike):
@@ -140,7 +140,7 @@ class Popen(subprocess.Popen[AnyStr]):
             return
 
         report_read, report_write = _helper.open_pipe_above_stdio()
-        child_ends = [report_write]
+        child_ends: list[int] = [report_write]
         lifeline = control_child = None
         if plan.mechanism == "pdeathsig":
             parent_pid: int | None = os.getpid()
@@ -270,7 +270,7 @@ class Popen(subprocess.Popen[AnyStr]):
             self.kill()
         else:
             os.kill(self.pid, self._leash.death_signal)
-        if self._leash.death_signal == signal.SIGKILL or IS_WINDOWS:
+        if self._leash.death_signal == SIGKILL:
             self.wait(timeout=5)
 
 
@@ -334,9 +334,7 @@ def check_output(*popenargs: Any, timeout: float | None = None, **kwargs: Any) -
             or kwargs.get("errors")
         )
         kwargs["input"] = "" if text_mode else b""
-    return run(
-        *popenargs, stdout=subprocess.PIPE, timeout=timeout, check=True, **kwargs
-    ).stdout
+    return run(*popenargs, stdout=subprocess.PIPE, timeout=timeout, check=True, **kwargs).stdout
 
 
 def run(
@@ -357,23 +355,21 @@ def run(
             raise ValueError("stdout and stderr arguments may not be used with capture_output.")
         kwargs["stdout"] = subprocess.PIPE
         kwargs["stderr"] = subprocess.PIPE
+    process: Popen[Any]
     with Popen(*popenargs, **kwargs) as process:
         try:
             stdout, stderr = process.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             process.kill()
             if IS_WINDOWS:
-                exc.stdout, exc.stderr = process.communicate()
+                exc.stdout, exc.stderr = process.communicate()  # type: ignore[assignment]
             else:
                 process.wait()
             raise
         except BaseException:
             process.kill()
             raise
-        retcode = process.poll()
+        retcode = process.wait()
         if check and retcode:
-            raise subprocess.CalledProcessError(
-                retcode, process.args, output=stdout, stderr=stderr
-            )
+            raise subprocess.CalledProcessError(retcode, process.args, output=stdout, stderr=stderr)
     return subprocess.CompletedProcess(process.args, retcode, stdout, stderr)
-

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import select
-import sys
 import threading
 from collections.abc import Callable
 
@@ -140,5 +139,3 @@ def _polling_waiter(stop_fd: int) -> tuple[int, Callable[[], bool], str]:
         return True
 
     return parent, wait, "getppid polling (no pidfd_open on this kernel)"
-
-

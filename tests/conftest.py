@@ -1,0 +1,36 @@
+"""Session-wide guard: the run fails if any process the suite started is still alive."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from support import SUITE_VAR, kill_marked, new_marker, pids_with
+
+if not sys.platform.startswith("linux"):
+    collect_ignore_glob = ["test_linux_*.py"]
+
+os.environ.setdefault(SUITE_VAR, new_marker())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_survivors_at_end() -> Iterator[None]:
+    yield
+    marker = os.environ[SUITE_VAR]
+    left = pids_with(SUITE_VAR, marker)
+    if left:
+        descriptions = []
+        for pid in left:
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                cmd = b"?"
+            descriptions.append(f"{pid}: {cmd.decode(errors='replace')[:120]}")
+        kill_marked(SUITE_VAR, marker)
+        pytest.fail("processes started by the suite are still alive:\n" + "\n".join(descriptions))

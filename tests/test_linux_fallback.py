@@ -1,0 +1,74 @@
+"""Without the helper, leashed falls back to preexec_fn + prctl and says so, loudly."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+
+import pytest
+from support import Parent, alive, new_marker, wait_until_gone
+
+import leashed
+from leashed import _helper
+
+
+@pytest.fixture()
+def no_helper(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv(_helper.HELPER_ENV, "/nonexistent/leashed-helper")
+    _helper.helper_path.cache_clear()
+    _helper.helper_version.cache_clear()
+    yield
+    monkeypatch.undo()
+    _helper.helper_path.cache_clear()
+    _helper.helper_version.cache_clear()
+
+
+def test_fallback_warns_and_reports(no_helper: None) -> None:
+    with pytest.warns(_helper.HelperMissingWarning, match="preexec_fn"):
+        proc = leashed.Popen(["true"])
+    assert proc.wait() == 0
+    assert proc.mechanism == "preexec_fn"
+    caps = leashed.capabilities()
+    assert caps["helper"]["path"] is None
+    assert caps["modes"]["direct"]["mechanism"].startswith("FALLBACK")
+    assert not caps["modes"]["tree"]["available"]
+
+
+def test_fallback_refuses_modes_it_cannot_do(no_helper: None) -> None:
+    for options in ({"tree": True}, {"grace": 1.0}, {"mechanism": "guardian"}):
+        with pytest.raises(RuntimeError, match="leashed-helper"):
+            leashed.Popen(["true"], **options)  # type: ignore[arg-type]
+
+
+def test_fallback_still_leashes_and_runs_user_preexec_fn(no_helper: None) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", _helper.HelperMissingWarning)
+        out = leashed.check_output(
+            ["sh", "-c", "echo $LEASHED_PRE"],
+            preexec_fn=lambda: __import__("os").environ.__setitem__("LEASHED_PRE", "ran"),
+        )
+    assert out == b"ran\n"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", _helper.HelperMissingWarning)
+        with pytest.raises(FileNotFoundError):
+            leashed.Popen(["leashed-no-such-program"])
+
+
+def test_fallback_child_dies_with_parent() -> None:
+    marker = new_marker()
+    import os
+
+    env = {**os.environ, _helper.HELPER_ENV: "/nonexistent/leashed-helper"}
+    parent = Parent(
+        "import warnings; warnings.simplefilter('ignore');"
+        "import parents; parents.from_exited_thread('pdeathsig')",
+        marker,
+        env=env,
+    )
+    try:
+        pid, state = parent.read_line().split()
+        assert state == "alive" and alive(int(pid))
+        parent.kill()
+        assert wait_until_gone(marker, 1.0) == []
+    finally:
+        parent.finish()
