@@ -19,6 +19,7 @@ from subprocess import (
 from ._capabilities import capabilities
 from ._popen import Popen, call, check_call, check_output, run
 from ._watch import ParentWatch, watch_parent
+from ._wrap import wrap
 
 __version__ = "0.1.0"
 
@@ -39,4 +40,5 @@ __all__ = [
     "check_output",
     "run",
     "watch_parent",
+    "wrap",
 ]
