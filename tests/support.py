@@ -146,3 +146,71 @@ class Parent:
             if stream is not None:
                 stream.close()
         kill_marked(CASE_VAR, self.marker)
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks (field 22 of /proc/PID/stat), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[19])
+
+
+def descendants(root: int) -> dict[int, int]:
+    """{pid: start time} of every live descendant of ``root`` (a snapshot of the tree)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if fields[0] not in ("Z", "X"):
+                parents[int(entry)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
+        found |= frontier
+    snapshot = {}
+    for pid in found:
+        started = start_time(pid)
+        if started is not None:
+            snapshot[pid] = started
+    return snapshot
+
+
+def still_running(snapshot: dict[int, int]) -> list[int]:
+    """The processes of a snapshot that are still the same live processes."""
+    return [pid for pid, started in snapshot.items() if start_time(pid) == started and alive(pid)]
+
+
+def wait_snapshot_gone(snapshot: dict[int, int], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = still_running(snapshot)
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.01)
+
+
+def kill_snapshot(snapshot: dict[int, int]) -> None:
+    """SIGKILL the still-identical processes of a snapshot, by pid."""
+    for pid in still_running(snapshot):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def named(pids: Iterable[int], name: str) -> list[int]:
+    """The pids among ``pids`` whose command is ``name``."""
+    out = []
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == name:
+                out.append(pid)
+        except OSError:
+            pass
+    return out

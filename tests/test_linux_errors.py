@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import leashed
+from leashed._lifeline import lifeline_read_fd
 
 MECHANISMS = [{}, {"tree": True}, {"mechanism": "guardian"}, {"grace": 1.0}]
 
@@ -32,6 +33,8 @@ def _children() -> set[int]:
 
 
 def _fds() -> set[str]:
+    # the process-wide lifeline pipe is opened once, on first use, and kept on purpose
+    lifeline_read_fd()
     return set(os.listdir("/proc/self/fd"))
 
 

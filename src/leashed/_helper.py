@@ -21,6 +21,7 @@ HELPER_ENV = "LEASHED_HELPER"
 
 _REPORT = struct.Struct("=ii")
 STAGE_EXEC = 1
+STAGE_CREDENTIALS = 5
 _STAGE_WHAT = {
     2: "could not arm the leash",
     3: "could not fork the target",
@@ -92,6 +93,7 @@ def helper_argv(
     control_fd: int | None = None,
     parent_pid: int | None = None,
     watch_pid: int | None = None,
+    credentials: tuple[int | None, int | None, Sequence[int] | None] = (None, None, None),
 ) -> list[Any]:
     """The helper command line that leashes ``program`` run with ``argv`` (argv[0] included).
 
@@ -116,6 +118,13 @@ def helper_argv(
             cmd += ["-c", str(control_fd)]
         if plan.tree:
             cmd.append("-t")
+    uid, gid, groups = credentials
+    if uid is not None:
+        cmd += ["-U", str(uid)]
+    if gid is not None:
+        cmd += ["-G", str(gid)]
+    if groups is not None:
+        cmd += ["-X", ",".join(map(str, groups))]
     cmd.append("--")
     cmd.append(program)
     cmd.extend(argv)
@@ -143,5 +152,7 @@ def report_error(stage: int, err: int, filename: object) -> OSError:
     """The exception subprocess would raise for this failure (FileNotFoundError, ...)."""
     if stage == STAGE_EXEC:
         return OSError(err, os.strerror(err), filename)
+    if stage == STAGE_CREDENTIALS:  # as subprocess reports a failed setuid/setgid/setgroups
+        return OSError(err, os.strerror(err))
     what = _STAGE_WHAT.get(stage, f"failed at stage {stage}")
     return OSError(err, f"leashed-helper {what}: {os.strerror(err)}")

@@ -26,6 +26,7 @@ _CONTROL_TIMEOUT_S = 30.0
 # the same on POSIX and Windows in 3.10 to 3.13.
 _ARGS, _EXECUTABLE, _PREEXEC_FN, _CLOSE_FDS, _PASS_FDS, _CWD, _ENV = range(7)
 _CREATIONFLAGS, _SHELL = 8, 9
+_GID, _GIDS, _UID = 17, 18, 19
 
 
 def default_mechanism() -> str:
@@ -152,6 +153,10 @@ class Popen(subprocess.Popen[AnyStr]):
             self._control, control_peer = socket.socketpair()
             control_child = control_peer.detach()
             child_ends.append(control_child)
+        # user=/group=/extra_groups= move into the helper: it must be executed with our
+        # rights (the new user may not reach it) and arm the leash after the change.
+        credentials = (call[_UID], call[_GID], call[_GIDS])
+        call[_UID] = call[_GID] = call[_GIDS] = None
         call[_ARGS] = _helper.helper_argv(
             plan,
             program,
@@ -160,6 +165,7 @@ class Popen(subprocess.Popen[AnyStr]):
             lifeline_fd=lifeline,
             control_fd=control_child,
             parent_pid=parent_pid,
+            credentials=credentials,
         )
         call[_EXECUTABLE] = call[_ARGS][0]
         call[_SHELL] = False
