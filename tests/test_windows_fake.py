@@ -505,13 +505,6 @@ def test_structure_layout_64bit() -> None:
     assert limit_flags(info) == JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE
 
 
-@pytest.mark.skipif(sys.platform != "win32" or IS_64BIT, reason="x86 Windows layout")
-def test_structure_layout_32bit_windows() -> None:
-    assert ctypes.sizeof(JOBOBJECT_BASIC_LIMIT_INFORMATION) == 48
-    assert ctypes.sizeof(JOBOBJECT_EXTENDED_LIMIT_INFORMATION) == 112
-    assert JOBOBJECT_BASIC_LIMIT_INFORMATION.LimitFlags.offset == 16  # type: ignore[attr-defined]
-
-
 # -- the real API's ctypes wiring, over fake DLLs ------------------------------------------
 
 

@@ -315,6 +315,11 @@ class _ReadProtocol(asyncio.StreamReaderProtocol):
     ) -> Callable[[], _ReadProtocol]:
         return lambda: cls(reader, loop, state)
 
+    def eof_received(self) -> bool:
+        """Feed EOF, then let the transport close: uvloop keeps it open on a True here."""
+        super().eof_received()
+        return False
+
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self._state.pipe_closed(stdin=False)
