@@ -369,20 +369,28 @@ static struct desc {
 } tree[TREE_MAX];
 static int tree_n;
 
+/* "PID/task" or "TID/children" into name, for openat(). */
+static const char *proc_name(char *name, size_t size, pid_t pid, const char *suffix)
+{
+	size_t i = size, k = strlen(suffix);
+
+	name[--i] = 0;
+	memcpy(name + (i -= k), suffix, k);
+	do
+		name[--i] = (char)('0' + pid % 10);
+	while ((pid /= 10) > 0);
+	return name + i;
+}
+
 /* ppid (field 4) and starttime (field 22) of /proc/PID/stat, parsed after the last ')'. */
 static int read_stat(int procfd, pid_t pid, pid_t *ppid, unsigned long long *start)
 {
 	char buf[1024], name[32], *p, *close_paren = NULL;
-	int fd, field, i = (int)sizeof name;
+	int fd, field;
 	ssize_t n;
-	unsigned long long v;
+	unsigned long long v = 0;
 
-	name[--i] = 0;
-	memcpy(name + (i -= 5), "/stat", 5);
-	do
-		name[--i] = (char)('0' + pid % 10);
-	while ((pid /= 10) > 0);
-	fd = openat(procfd, name + i, O_RDONLY | O_CLOEXEC, 0);
+	fd = openat(procfd, proc_name(name, sizeof name, pid, "/stat"), O_RDONLY | O_CLOEXEC, 0);
 	if (fd < 0)
 		return -1;
 	n = read(fd, buf, sizeof buf - 1);
@@ -421,21 +429,87 @@ static int in_tree(pid_t pid)
 	return 0;
 }
 
+static void add_descendant(pid_t pid, pid_t ppid, unsigned long long start)
+{
+	if (tree_n < TREE_MAX && !in_tree(pid)) {
+		tree[tree_n].pid = pid;
+		tree[tree_n].ppid = ppid;
+		tree[tree_n++].start = start;
+	}
+}
+
+/* Adds the children of every thread of `pid` (/proc/PID/task/TID/children). Returns -1 if
+ * this kernel has no such file (CONFIG_PROC_CHILDREN off), 0 otherwise. */
+static int add_children_of(int procfd, pid_t pid)
+{
+	char buf[4096], name[32];
+	int taskfd, fd, unsupported = 0;
+	long n, off;
+	ssize_t r, j;
+
+	taskfd = openat(procfd, proc_name(name, sizeof name, pid, "/task"), O_RDONLY | O_CLOEXEC, 0);
+	if (taskfd < 0)
+		return 0; /* gone already */
+	while ((n = lh_getdents64(taskfd, buf, sizeof buf)) > 0) {
+		for (off = 0; off < n; off += ((struct lh_dirent64 *)(buf + off))->d_reclen) {
+			char list[4096];
+			long tid;
+			unsigned long long child = 0, start;
+			pid_t ppid;
+
+			if (parse_num(((struct lh_dirent64 *)(buf + off))->d_name, 1, 0x7fffffffL, &tid) < 0)
+				continue;
+			fd = openat(taskfd, proc_name(name, sizeof name, (pid_t)tid, "/children"),
+				    O_RDONLY | O_CLOEXEC, 0);
+			if (fd < 0) {
+				unsupported |= errno == ENOENT;
+				continue;
+			}
+			while ((r = read(fd, list, sizeof list)) > 0) {
+				for (j = 0; j < r; j++) {
+					if (list[j] >= '0' && list[j] <= '9') {
+						child = child * 10 + (unsigned long long)(list[j] - '0');
+					} else if (child) {
+						if (read_stat(procfd, (pid_t)child, &ppid, &start) == 0)
+							add_descendant((pid_t)child, ppid, start);
+						child = 0;
+					}
+				}
+			}
+			close(fd);
+		}
+	}
+	close(taskfd);
+	return unsupported ? -1 : 0;
+}
+
+/* Fills tree[] from the kernel's per-thread children lists, breadth first: the cost is the
+ * size of our own tree, not of the whole machine. Returns -1 without those lists. */
+static int walk_children(int procfd, pid_t self)
+{
+	int i;
+
+	if (add_children_of(procfd, self) < 0)
+		return -1;
+	for (i = 0; i < tree_n; i++)
+		add_children_of(procfd, tree[i].pid);
+	return 0;
+}
+
 /* Fills tree[] with the live descendants of `self`: /proc passes until one adds nothing
  * (parents mostly precede their children in pid order, so two passes usually do). */
-static void scan_tree(pid_t self)
+static void scan_all_of_proc(int procfd, pid_t self)
 {
 	char buf[4096];
-	int grew, procfd;
+	int grew;
 	long n, off;
 
-	tree_n = 0;
 	do {
-		grew = 0;
-		procfd = open("/proc", O_RDONLY | O_CLOEXEC, 0);
-		if (procfd < 0)
+		int dirfd = open("/proc", O_RDONLY | O_CLOEXEC, 0);
+		if (dirfd < 0)
 			return;
-		while ((n = lh_getdents64(procfd, buf, sizeof buf)) > 0) {
+		grew = 0;
+		while ((n = lh_getdents64(dirfd, buf, sizeof buf)) > 0) {
 			for (off = 0; off < n; off += ((struct lh_dirent64 *)(buf + off))->d_reclen) {
 				const char *s = ((struct lh_dirent64 *)(buf + off))->d_name;
 				long pid;
@@ -446,15 +520,30 @@ static void scan_tree(pid_t self)
 				if (read_stat(procfd, (pid_t)pid, &ppid, &start) < 0)
 					continue;
 				if ((ppid == self || in_tree(ppid)) && tree_n < TREE_MAX) {
-					tree[tree_n].pid = (pid_t)pid;
-					tree[tree_n].ppid = ppid;
-					tree[tree_n++].start = start;
+					add_descendant((pid_t)pid, ppid, start);
 					grew = 1;
 				}
 			}
 		}
-		close(procfd);
+		close(dirfd);
 	} while (grew);
+}
+
+/* The live descendants of `self` into tree[]. */
+static void scan_tree(pid_t self)
+{
+	static int no_children_lists;
+	int procfd = open("/proc", O_RDONLY | O_CLOEXEC, 0);
+
+	tree_n = 0;
+	if (procfd < 0)
+		return;
+	if (no_children_lists || walk_children(procfd, self) < 0) {
+		no_children_lists = 1;
+		tree_n = 0;
+		scan_all_of_proc(procfd, self);
+	}
+	close(procfd);
 }
 
 /* A deeper descendant: pin it with a pidfd, then check it is still the process we saw. */

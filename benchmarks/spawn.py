@@ -1,0 +1,206 @@
+"""Spawn+wait latency of leashed against plain Popen, the preexec_fn idiom and processkit-py.
+
+For each parent RSS (default 50 MB and 2 GB) a fresh worker process grows its RSS with a
+touched bytearray, warms every way up, then times ``spawn; wait`` of ``/bin/true`` and of
+``python -c pass`` round-robin over the ways (the order rotates every round, so drift and
+noise hit every way alike) and reports the median and p90 with ratios to plain Popen.
+
+Ways:
+  plain            subprocess.Popen(argv).wait()
+  preexec_prctl    subprocess.Popen(argv, preexec_fn=prctl(PR_SET_PDEATHSIG)) - forces fork()
+  leashed_direct   leashed.Popen(argv).wait()             (exec helper, same pid)
+  leashed_tree     leashed.Popen(argv, tree=True).wait()   (subreaper supervisor)
+  processkit       processkit.Command(...).kill_on_parent_death().exit_code(), if importable
+
+    python benchmarks/spawn.py [--rss 50M,2G] [--n 200] [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import _common
+
+WAYS = ("plain", "preexec_prctl", "leashed_direct", "leashed_tree", "processkit")
+LABELS = {
+    "plain": "subprocess.Popen",
+    "preexec_prctl": "Popen(preexec_fn=prctl)",
+    "leashed_direct": "leashed.Popen",
+    "leashed_tree": "leashed.Popen(tree=True)",
+    "processkit": "processkit-py kill_on_parent_death",
+}
+COMMANDS = {"true": ["/bin/true"], "python": [sys.executable, "-c", "pass"]}
+COMMAND_LABELS = {"true": "/bin/true", "python": "python -c pass"}
+PR_SET_PDEATHSIG = 1
+
+
+def _make_ways(skipped: dict[str, str]) -> dict[str, Callable[[list[str]], int]]:
+    """The spawn+wait callables, one per way that can run here."""
+    leashed = _common.import_leashed()
+    libc = ctypes.CDLL(None, use_errno=True)
+    prctl = libc.prctl
+
+    def pdeathsig() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+
+    ways: dict[str, Callable[[list[str]], int]] = {
+        "plain": lambda argv: subprocess.Popen(argv).wait(),
+        "preexec_prctl": lambda argv: subprocess.Popen(argv, preexec_fn=pdeathsig).wait(),
+        "leashed_direct": lambda argv: int(leashed.Popen(argv).wait()),
+        "leashed_tree": lambda argv: int(leashed.Popen(argv, tree=True).wait()),
+    }
+    try:
+        import processkit
+
+        def via_processkit(argv: list[str]) -> int:
+            command = processkit.Command(argv[0])
+            for arg in argv[1:]:
+                command = command.arg(arg)
+            return int(command.kill_on_parent_death().exit_code())
+
+        ways["processkit"] = via_processkit
+    except ImportError as exc:
+        skipped["processkit"] = f"not importable ({exc}); pip install processkit-py"
+    return ways
+
+
+def worker(rss: int, n: int, warmup: int, commands: list[str]) -> dict[str, Any]:
+    """Measure every way at one parent RSS; runs in its own process."""
+    skipped: dict[str, str] = {}
+    ways = _make_ways(skipped)
+    ballast = _common.grow_rss(rss)
+    for name, spawn in ways.items():
+        for cmd in commands:
+            for _ in range(warmup):
+                if spawn(COMMANDS[cmd]) != 0:
+                    raise RuntimeError(f"{name} {cmd}: non-zero exit")
+    names = list(ways)
+    samples: dict[str, dict[str, list[float]]] = {w: {c: [] for c in commands} for w in names}
+    rss_seen = _common.current_rss()
+    gc.collect()
+    gc.disable()
+    clock = time.perf_counter
+    for i in range(n):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            spawn = ways[name]
+            for cmd in commands:
+                argv = COMMANDS[cmd]
+                start = clock()
+                spawn(argv)
+                samples[name][cmd].append((clock() - start) * 1000.0)
+        gc.collect()
+    gc.enable()
+    del ballast
+    return {
+        "rss_target": rss,
+        "rss_actual": rss_seen,
+        "n": n,
+        "skipped": skipped,
+        "samples_ms": samples,
+        "summary_ms": {w: {c: _common.summary(samples[w][c]) for c in commands} for w in names},
+    }
+
+
+def run_point(rss: int, n: int, warmup: int, commands: list[str]) -> dict[str, Any]:
+    """Run one RSS point in a fresh worker process and return its results."""
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--rss",
+        str(rss),
+        "--n",
+        str(n),
+        "--warmup",
+        str(warmup),
+        "--commands",
+        ",".join(commands),
+    ]
+    out = subprocess.run(cmd, env=_common.child_env(), check=True, capture_output=True, text=True)
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def format_point(point: dict[str, Any]) -> str:
+    """The table of one RSS point: median, p90 and ratio to plain Popen per way."""
+    lines = []
+    for cmd, stats in _by_command(point).items():
+        lines.append(
+            f"\nparent RSS {_common.format_size(point['rss_actual'])} "
+            f"(target {_common.format_size(point['rss_target'])}), {COMMAND_LABELS[cmd]}, "
+            f"{point['n']} spawns each"
+        )
+        lines.append(f"  {'way':<36} {'median ms':>10} {'p90 ms':>9} {'x plain':>8}")
+        base = stats["plain"]["median"]
+        for way, s in stats.items():
+            lines.append(
+                f"  {LABELS[way]:<36} {s['median']:>10.2f} {s['p90']:>9.2f} "
+                f"{s['median'] / base:>7.2f}x"
+            )
+    for way, why in point["skipped"].items():
+        lines.append(f"  (skipped {way}: {why})")
+    return "\n".join(lines)
+
+
+def _by_command(point: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for way, per_cmd in point["summary_ms"].items():
+        for cmd, stats in per_cmd.items():
+            out.setdefault(cmd, {})[way] = stats
+    return out
+
+
+def measure(
+    rss_points: list[int], n: int, warmup: int, commands: list[str], echo: bool = True
+) -> dict[str, Any]:
+    """Run every RSS point (one worker each) and return the whole result document."""
+    results: dict[str, Any] = {"machine": _common.machine(), "points": []}
+    for rss in rss_points:
+        if echo:
+            print(f"measuring at parent RSS {_common.format_size(rss)} ...", flush=True)
+        point = run_point(rss, n, warmup, commands)
+        results["points"].append(point)
+        if echo:
+            print(format_point(point), flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rss", default="50M,2G", help="parent RSS points (default 50M,2G)")
+    parser.add_argument("--n", type=int, default=200, help="timed spawns per way and command")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed spawns per way first")
+    parser.add_argument("--commands", default="true,python", help="true,python")
+    parser.add_argument("--quick", action="store_true", help="short run (n=30, warmup 3)")
+    parser.add_argument("--json", metavar="PATH", help="save all results (samples too)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    commands = [c for c in args.commands.split(",") if c]
+    if args.quick:
+        args.n, args.warmup = min(args.n, 30), min(args.warmup, 3)
+    if args.worker:
+        print(json.dumps(worker(int(args.rss), args.n, args.warmup, commands)))
+        return 0
+    print(_common.helper_banner())
+    rss_points = [_common.parse_size(s) for s in args.rss.split(",") if s]
+    results = measure(rss_points, args.n, args.warmup, commands)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+        print(f"\nsaved {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
