@@ -118,6 +118,11 @@ class Popen(subprocess.Popen[AnyStr]):
         super().__init__(args, *popen_args, **popen_kwargs)
 
     @property
+    def kill_on_drop(self) -> bool:
+        """Whether dropping this object while the child runs ends the child."""
+        return self._leash.kill_on_drop
+
+    @property
     def mechanism(self) -> str:
         """The mechanism that leashes this child: pdeathsig, supervisor, guardian, job, ..."""
         return self._leash.mechanism
@@ -259,13 +264,17 @@ class Popen(subprocess.Popen[AnyStr]):
             and self.returncode is None
         ):
             try:
-                self._drop()
+                self.drop()
             except Exception:
                 pass
         super().__del__()
 
-    def _drop(self) -> None:
-        """End the child as if the parent had died (its death signal, its grace)."""
+    def drop(self) -> None:
+        """End the child as if the parent had died (its death signal, its grace).
+
+        What garbage collection does with ``kill_on_drop``; leashed.asyncio calls it when
+        its Process object is dropped.
+        """
         if self.poll() is not None:
             return
         if self._control is not None:

@@ -20,7 +20,7 @@ from asyncio import streams
 from collections.abc import Callable
 from typing import IO, Any
 
-from ._options import IS_WINDOWS
+from ._options import IS_WINDOWS, SIGKILL
 from ._popen import Popen
 
 __all__ = [
@@ -141,7 +141,7 @@ async def _create(
         popen.kill()
         popen.wait()
         raise
-    return Process(popen, state, writer, readers[0], readers[1])
+    return Process(popen, state, writer, readers[0], readers[1], transports)
 
 
 class Process(asyncio.subprocess.Process):
@@ -158,10 +158,12 @@ class Process(asyncio.subprocess.Process):
         stdin: asyncio.StreamWriter | None,
         stdout: asyncio.StreamReader | None,
         stderr: asyncio.StreamReader | None,
+        transports: list[asyncio.BaseTransport],
     ) -> None:
         # asyncio's __init__ wants an asyncio transport; every method is overridden here.
         self._popen = popen
         self._state = state
+        self._transports = transports
         self.stdin = stdin
         self.stdout = stdout
         self.stderr = stderr
@@ -191,7 +193,7 @@ class Process(asyncio.subprocess.Process):
         self.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
+        self.send_signal(SIGKILL)
 
     async def communicate(
         self, input: bytes | bytearray | memoryview | None = None
@@ -224,11 +226,16 @@ class Process(asyncio.subprocess.Process):
         state: _State | None = self.__dict__.get("_state")
         if popen is None or state is None or state.returncode is not None:
             return
-        if popen._leash.kill_on_drop:
-            try:
-                popen._drop()
-            except Exception:
-                pass
+        if not popen.kill_on_drop:
+            return
+        try:
+            popen.drop()
+            # Nobody reads or writes them any more; close them now if on the loop's thread.
+            if asyncio._get_running_loop() is state.loop:
+                for transport in self.__dict__.get("_transports", ()):
+                    transport.close()
+        except Exception:
+            pass
 
 
 class _State:
@@ -334,7 +341,8 @@ class _PipeEnd:
     """
 
     def __init__(self, fd: int) -> None:
-        os.set_blocking(fd, False)
+        if sys.platform != "win32":  # Windows never gets here: its create_* raise first
+            os.set_blocking(fd, False)
         st = os.fstat(fd)
         self._fd = fd
         self._identity = (st.st_dev, st.st_ino)
