@@ -5,6 +5,10 @@ API, also from a loop that runs in a short-lived thread), then its pipes are han
 the running loop through public loop APIs only (``connect_read_pipe``,
 ``connect_write_pipe``, ``add_reader``), so it works with any loop, uvloop included.
 Exit is noticed with a pidfd on Linux, else by a daemon thread; the loop never blocks.
+
+On Windows the ProactorEventLoop needs overlapped pipes that only asyncio itself creates:
+there the child is asyncio's own, created suspended and put in leashed's kill-on-close job
+before it runs (asyncio's Process is returned; kill_on_drop does not apply).
 """
 
 from __future__ import annotations
@@ -98,12 +102,9 @@ async def _create(
     limit: int,
     kwds: dict[str, Any],
 ) -> Process:
-    loop = asyncio.get_running_loop()
     if IS_WINDOWS:
-        raise NotImplementedError(
-            "leashed.asyncio does not support Windows yet (the proactor loop needs overlapped "
-            "pipes that leashed.Popen does not create); run leashed.Popen in a thread instead"
-        )
+        return await _create_windows(args, shell, stdin, stdout, stderr, limit, kwds)
+    loop = asyncio.get_running_loop()
     # Built before the spawn, so a bad limit raises before any child exists.
     readers = [
         asyncio.StreamReader(limit=limit, loop=loop) if stream == PIPE else None
@@ -142,6 +143,47 @@ async def _create(
         popen.wait()
         raise
     return Process(popen, state, writer, readers[0], readers[1], transports)
+
+
+_LEASH_OPTIONS = ("tree", "grace", "death_signal", "kill_on_drop", "mechanism")
+
+
+async def _create_windows(
+    args: Any,
+    shell: bool,
+    stdin: int | IO[Any] | None,
+    stdout: int | IO[Any] | None,
+    stderr: int | IO[Any] | None,
+    limit: int,
+    kwds: dict[str, Any],
+) -> Process:
+    """asyncio's own process (ProactorEventLoop pipes), created suspended, put in the job.
+
+    The child runs no instruction before it is in the kill-on-close job; if it cannot be
+    assigned it is terminated and the error raised. Returns asyncio's own Process.
+    """
+    from . import _windows
+    from ._popen import make_plan
+
+    make_plan(**{name: kwds.pop(name) for name in _LEASH_OPTIONS if name in kwds})
+    requested = kwds.pop("creationflags", 0)
+    kwds["creationflags"] = _windows.prepare_creationflags(requested)
+    streams = {"stdin": stdin, "stdout": stdout, "stderr": stderr, "limit": limit}
+    if shell:
+        proc = await asyncio.create_subprocess_shell(args, **streams, **kwds)
+    else:
+        proc = await asyncio.create_subprocess_exec(*args, **streams, **kwds)
+    popen = proc._transport.get_extra_info("subprocess")  # type: ignore[attr-defined]
+    try:
+        popen.leashed_job = _windows.attach_and_resume(
+            int(popen._handle),
+            popen.pid,
+            keep_suspended=bool(requested & _windows.CREATE_SUSPENDED),
+        )
+    except BaseException:
+        await proc.wait()
+        raise
+    return proc  # type: ignore[return-value]
 
 
 class Process(asyncio.subprocess.Process):
@@ -341,7 +383,7 @@ class _PipeEnd:
     """
 
     def __init__(self, fd: int) -> None:
-        if sys.platform != "win32":  # Windows never gets here: its create_* raise first
+        if sys.platform != "win32":  # Windows never gets here: it uses asyncio's own pipes
             os.set_blocking(fd, False)
         st = os.fstat(fd)
         self._fd = fd
