@@ -113,7 +113,7 @@ def test_failed_assignment_terminates_waits_and_raises(
 def test_options_windows_cannot_honour_raise_before_spawning(
     windows: tuple[FakeApi, list[Any]], options: dict[str, Any], exc: type[Exception]
 ) -> None:
-    api, log = windows
+    _api, log = windows
     with pytest.raises(exc):
         asyncio.run(lasyncio.create_subprocess_exec("prog.exe", **options))
     assert log == []

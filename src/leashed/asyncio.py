@@ -168,7 +168,7 @@ async def _create_windows(
     make_plan(**{name: kwds.pop(name) for name in _LEASH_OPTIONS if name in kwds})
     requested = kwds.pop("creationflags", 0)
     kwds["creationflags"] = _windows.prepare_creationflags(requested)
-    streams = {"stdin": stdin, "stdout": stdout, "stderr": stderr, "limit": limit}
+    streams: dict[str, Any] = {"stdin": stdin, "stdout": stdout, "stderr": stderr, "limit": limit}
     if shell:
         proc = await asyncio.create_subprocess_shell(args, **streams, **kwds)
     else:
