@@ -10,7 +10,8 @@
  * - Nothing of ours reaches the target: our fds are close-on-exec, the signal mask and
  *   the SIGCHLD disposition are restored in the child before exec.
  * - Never signal a pid that may have been reused: direct children are safe while
- *   unreaped; deeper descendants go through pidfd_open + a start-time recheck.
+ *   unreaped; deeper descendants go through pidfd_open + a start-time recheck; a
+ *   process group only while its leader (the target) is unreaped.
  */
 #if defined(__linux__) && !defined(LEASHED_NOLIBC) && !defined(_GNU_SOURCE)
 #define _GNU_SOURCE /* -std=c11 hides POSIX otherwise */
@@ -53,6 +54,7 @@ struct opts {
 	int ctl_fd;	  /* -c, -1 = none */
 	pid_t watch;	  /* -w, 0 = none */
 	int tree;	  /* -t */
+	int group;	  /* -P; always set for supervise outside Linux */
 	long uid, gid;	  /* -U, -G: -1 = keep */
 	long ngroups;	  /* -X: number of supplementary groups, -1 = keep */
 	const char *prog; /* PROGRAM */
@@ -243,14 +245,15 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		switch (c) {
 		case 'p': case 's': case 'r': ok = 1; break;
 		case 'g': case 'l': case 'w': ok = o->mode != MODE_EXEC; break;
-		case 'c': case 't': ok = sup; break;
+		case 'c': case 't': case 'P': ok = sup; break;
 		case 'U': case 'G': case 'X': ok = 1; break;
 		default: usage_error("unknown option", opt);
 		}
 		if (!ok)
 			usage_error("option not valid in this mode", opt);
-		if (c == 't') {
-			o->tree = 1;
+		if (c == 't' || c == 'P') {
+			o->tree |= c == 't';
+			o->group |= c == 'P';
 			continue;
 		}
 		if (++i >= argc)
@@ -281,6 +284,9 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		usage_error("missing PROGRAM or ARGV0 after --", NULL);
 	o->prog = argv[i + 1];
 	o->argv = argv + i + 2;
+#ifndef __linux__
+	o->group = o->mode == MODE_SUPERVISE; /* no sender info from kqueue: see the protocol */
+#endif
 }
 
 /* Our own fds must never reach the target. */
@@ -310,9 +316,17 @@ __attribute__((noreturn)) static void mode_exec(const struct opts *o)
 	fail(o, 1, exec_program(o->prog, o->argv));
 }
 
-/* ------------------------------------------------------------------ supervise (Linux) */
+/* ------------------------------------------------------------------ supervise: common */
 
-#ifdef __linux__
+#if defined(__linux__) || defined(LH_KQUEUE)
+
+#define RECHECK_MS 20	 /* group-empty re-check cadence, during an ending only */
+#define KILL_ROUNDS 100	 /* at most this many SIGKILL rounds to a group (x RECHECK_MS = 2 s) */
+#ifdef __FreeBSD__
+#define LH_REAPER_KILL 1 /* -t: PROC_REAP_KILL, not the group */
+#else
+#define LH_REAPER_KILL 0
+#endif
 
 static long long now_ms(void)
 {
@@ -330,7 +344,9 @@ __attribute__((noreturn)) static void die_by(int sig)
 
 	rl.rlim_cur = rl.rlim_max = 0;
 	setrlimit(RLIMIT_CORE, &rl);
+#ifdef __linux__
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); /* also stops a core_pattern pipe */
+#endif
 	memset(&dfl, 0, sizeof dfl);
 	dfl.sa_handler = SIG_DFL;
 	if (sig != SIGKILL)
@@ -352,16 +368,347 @@ __attribute__((noreturn)) static void exit_like(int status)
 
 static const int forwarded[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH,
 				 SIGCONT, SIGALRM, SIGTSTP, SIGTTIN, SIGTTOU, SIGPIPE };
+#define NFWD ((int)(sizeof forwarded / sizeof forwarded[0]))
+
+/* What an ending (parent death, target exit with -t, control SIGKILL) signals. */
+enum end_how {
+	END_TARGET, /* the target only (no -t) */
+	END_TREE,   /* every descendant: Linux subreaper walk, FreeBSD PROC_REAP_KILL */
+	END_GROUP   /* the target's process group, its number pinned by the unreaped target */
+};
 
 struct sup {
 	const struct opts *o;
 	pid_t self, target;
-	int target_alive, target_status;
-	int sfd, wfd, life, ctl; /* signalfd, -w pidfd, lifeline, control socket; -1 = none */
+	pid_t pgid;	      /* the target's own process group (-P, and always outside Linux); 0 = ours */
+	enum end_how end;
+	int target_alive;     /* has not exited */
+	int target_reaped;    /* waited for: from now on its pid and pgid may be reused */
+	int target_status;
+	int life, ctl;	      /* lifeline, control socket; -1 = none */
 	int parent_gone, ctl_kill;
 	unsigned char cbuf[4]; /* a control message being read */
 	int clen;
+#ifdef __linux__
+	int sfd, wfd, tfd; /* signalfd, -w pidfd, target pidfd (-P: exit seen without reaping) */
+#else
+	int kq;
+#endif
 };
+
+/* What the child restores before exec: the mask, SIGCHLD's and (kqueue: ignored by the
+ * supervisor) the forwarded signals' dispositions. */
+static sigset_t orig_mask;
+static struct sigaction orig_chld, orig_fwd[NFWD];
+static int fwd_ignored;
+
+static void wait_events(struct sup *s, long timeout_ms); /* one per platform, below */
+static void signal_tree(struct sup *s, int sig);	   /* END_TREE, one per platform */
+
+/* ------------------------------------------------------------------ process-group strategy */
+/* The target runs in its own process group, pgid = its pid; the supervisor stays in the
+ * caller's group. Terminal signals (Ctrl+C) then reach the supervisor only, so it relays
+ * every forwarded signal to the group exactly once, whoever sent it. The group's number
+ * cannot be reused while the target is unreaped (a zombie leader pins it), so the target
+ * is reaped last, after the group is empty; no signal goes to the pgid after that.
+ * A descendant that calls setsid() (or setpgid to another group) leaves it: it escapes. */
+
+/* In the child, before exec; the supervisor does the same (classic race-free pair). */
+static int group_enter_child(void) { return setpgid(0, 0); }
+static void group_enter_parent(pid_t child)
+{
+	setpgid(child, child); /* EACCES: it already exec'd (and had done it); ESRCH: it died */
+}
+
+/* Relay or ending: the whole group, only while its number is pinned. */
+static void group_signal(const struct sup *s, int sig)
+{
+	if (s->pgid > 0 && !s->target_reaped)
+		kill(-s->pgid, sig);
+}
+
+#ifdef __linux__
+struct pstat {
+	char state;
+	pid_t ppid, pgrp;
+	unsigned long long start;
+};
+static int read_stat(int procfd, pid_t pid, struct pstat *ps);
+
+/* Linux counts a zombie as a member (kill(-pgid, 0) succeeds while the leader is
+ * unreaped), so look for a live member in /proc: O(processes), during an ending only. */
+static int group_has_live_member(pid_t pgid)
+{
+	char buf[4096];
+	long n, off, pid;
+	int found = 0, procfd = open("/proc", O_RDONLY | O_CLOEXEC, 0);
+	struct pstat ps;
+
+	if (procfd < 0)
+		return kill(-pgid, 0) == 0; /* no /proc: cannot tell a zombie; assume a member */
+	while (!found && (n = lh_getdents64(procfd, buf, sizeof buf)) > 0)
+		for (off = 0; !found && off < n; off += ((struct lh_dirent64 *)(buf + off))->d_reclen)
+			if (parse_num(((struct lh_dirent64 *)(buf + off))->d_name, 1, 0x7fffffffL, &pid) == 0 &&
+			    read_stat(procfd, (pid_t)pid, &ps) == 0 && ps.pgrp == pgid && ps.state != 'Z' &&
+			    ps.state != 'X')
+				found = 1;
+	close(procfd);
+	return found;
+}
+#elif defined(__APPLE__)
+/* XNU's killpg skips zombies (killpg1_pgrpfilt): with only the zombie leader left,
+ * kill(-pgid, 0) fails, ESRCH, or EPERM from the POSIX kill (none found). */
+static int group_has_live_member(pid_t pgid) { return kill(-pgid, 0) == 0; }
+#else
+/* FreeBSD, NetBSD (and maybe others) count a zombie leader as a member, so this stays
+ * true until the target is reaped: the ending then runs the full grace and KILL_ROUNDS
+ * SIGKILL rounds. (FreeBSD's -t uses its reaper instead.) */
+static int group_has_live_member(pid_t pgid) { return kill(-pgid, 0) == 0; }
+#endif
+
+/* Only the zombie target left (or nothing we may signal). */
+static int group_empty(const struct sup *s) { return !s->target_alive && !group_has_live_member(s->pgid); }
+
+/* ------------------------------------------------------------------ supervise: logic */
+
+/* Relays a forwarded signal, or a control-socket one: to the group, or to the target. */
+static void signal_target(struct sup *s, int sig)
+{
+	if (s->target <= 0 || s->target_reaped)
+		return; /* unreaped: its pid (and pgid) cannot have been reused */
+	if (s->pgid)
+		group_signal(s, sig);
+	else
+		kill(s->target, sig);
+}
+
+/* An ending's signal: the target, every descendant, or the group. */
+static void signal_all(struct sup *s, int sig)
+{
+	if (s->end == END_TREE)
+		signal_tree(s, sig);
+	else if (s->end == END_GROUP)
+		group_signal(s, sig);
+	else if (!s->target_reaped)
+		kill(s->target, sig);
+}
+
+/* Reaps every exited child; returns 1 when we have no child at all. As a subreaper every
+ * descendant hangs below one of our children, so this also means "no descendant left".
+ * Not used with END_GROUP before the end: the target must stay unreaped. */
+static int reap(struct sup *s)
+{
+	int st;
+	pid_t p;
+
+	for (;;) {
+		p = waitpid(-1, &st, WNOHANG);
+		if (p > 0) {
+			if (p == s->target) {
+				s->target_alive = 0;
+				s->target_reaped = 1;
+				s->target_status = st;
+			}
+		} else if (p == 0) {
+			return 0;
+		} else if (errno != EINTR) {
+			return 1;
+		}
+	}
+}
+
+/* The target exited (pidfd / NOTE_EXIT) or some child did (SIGCHLD). */
+static void child_event(struct sup *s, int target_exit)
+{
+	if (s->end != END_GROUP)
+		reap(s);
+	else if (target_exit)
+		s->target_alive = 0; /* a zombie until the group is empty */
+}
+
+/* Nothing left to wait for. */
+static int all_gone(struct sup *s)
+{
+	if (s->end == END_GROUP)
+		return group_empty(s);
+	return reap(s);
+}
+
+/* END_GROUP: reaps the target, last. */
+static void reap_target(struct sup *s)
+{
+	int st;
+
+	if (s->target_reaped)
+		return;
+	while (waitpid(s->target, &st, 0) < 0)
+		if (errno != EINTR)
+			return;
+	s->target_alive = 0;
+	s->target_reaped = 1;
+	s->target_status = st;
+}
+
+static void read_lifeline(struct sup *s)
+{
+	char buf[64];
+	ssize_t r = read(s->life, buf, sizeof buf);
+
+	if (r > 0 || (r < 0 && (errno == EINTR || errno == EAGAIN)))
+		return; /* nobody should write to it; ignore */
+	close(s->life);
+	s->life = -1;
+	s->parent_gone = 1;
+}
+
+/* Our answer on the control socket; never a SIGPIPE of our own (kqueue could not tell it
+ * from a signal to relay). */
+static void ctl_answer(struct sup *s, char c)
+{
+#if defined(LH_KQUEUE) && defined(MSG_NOSIGNAL)
+	while (send(s->ctl, &c, 1, MSG_NOSIGNAL) < 0 && errno == EINTR)
+		;
+#else
+	put(s->ctl, &c, 1); /* Linux: our own SIGPIPE is told apart by its sender */
+#endif
+}
+
+/* int32 signal numbers; SIGKILL ends everything, anything else goes to the target. */
+static void read_control(struct sup *s)
+{
+	int32_t sig;
+	ssize_t r = read(s->ctl, s->cbuf + s->clen, sizeof s->cbuf - (size_t)s->clen);
+
+	if (r < 0 && (errno == EINTR || errno == EAGAIN))
+		return;
+	if (r <= 0) { /* EOF: the Popen object is gone, not the parent */
+		close(s->ctl);
+		s->ctl = -1;
+		return;
+	}
+	s->clen += (int)r;
+	if (s->clen < (int)sizeof s->cbuf)
+		return;
+	s->clen = 0;
+	memcpy(&sig, s->cbuf, sizeof sig);
+	if (sig == 0) { /* release: the Popen object was dropped; end as on the parent's death */
+		s->parent_gone = 1;
+		return;
+	}
+	if (sig == SIGKILL) {
+		s->ctl_kill = 1; /* answered once everything is dead */
+		return;
+	}
+	if (sig > 0 && sig < NSIG)
+		signal_target(s, sig);
+	ctl_answer(s, 'a');
+}
+
+/* sig to everything, up to grace_ms for it to exit, then SIGKILL rounds until nothing is
+ * left. Children are waited for by SIGCHLD (the last descendant to die is always one of
+ * our children); a group's other members are not our children, so its emptiness is
+ * re-checked every RECHECK_MS, during the ending only. */
+static void end_all(struct sup *s, int sig, long grace_ms)
+{
+	long long deadline = now_ms() + grace_ms;
+	long left, step = s->end == END_GROUP ? RECHECK_MS : -1;
+	int rounds = 0;
+
+	if (!all_gone(s)) {
+		signal_all(s, sig);
+		while (sig != SIGKILL && !s->ctl_kill && !all_gone(s) && (left = (long)(deadline - now_ms())) > 0)
+			wait_events(s, step < 0 || left < step ? left : step);
+		while (!all_gone(s)) {
+			if (s->end == END_GROUP && rounds++ >= KILL_ROUNDS)
+				break; /* unkillable, or a kernel where the zombie leader hides the group's
+					* emptiness: stop; nothing signals the pgid after the reap */
+			signal_all(s, SIGKILL);
+			wait_events(s, step);
+		}
+	}
+	if (s->end == END_GROUP)
+		reap_target(s);
+}
+
+/* In the forked child: arm, restore what the target must not see changed, exec. */
+__attribute__((noreturn)) static void start_target(const struct sup *s)
+{
+	const struct opts *o = s->o;
+	int i;
+
+	change_credentials(o);
+#if defined(__linux__)
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+		fail(o, 2, errno);
+#elif defined(__FreeBSD__)
+	i = SIGKILL;
+	if (procctl(P_PID, 0, PROC_PDEATHSIG_CTL, &i) < 0)
+		fail(o, 2, errno);
+#endif
+	if (getppid() != s->self)
+		_exit(1); /* the supervisor is already gone */
+	if (o->group && group_enter_child() < 0)
+		fail(o, 2, errno);
+	sigaction(SIGCHLD, &orig_chld, NULL);
+	for (i = 0; fwd_ignored && i < NFWD; i++)
+		sigaction(forwarded[i], &orig_fwd[i], NULL);
+	sigprocmask(SIG_SETMASK, &orig_mask, NULL);
+	fail(o, 1, exec_program(o->prog, o->argv));
+}
+
+static void supervise_arm(struct sup *s); /* one per platform, below */
+static void watch_target(struct sup *s);  /* one per platform, below */
+
+__attribute__((noreturn)) static void mode_supervise(const struct opts *o)
+{
+	struct sup s;
+	pid_t pid;
+
+	memset(&s, 0, sizeof s);
+	s.o = o;
+	s.self = getpid();
+	s.life = o->life_fd;
+	s.ctl = o->ctl_fd;
+	s.end = !o->tree ? END_TARGET : o->group && !LH_REAPER_KILL ? END_GROUP : END_TREE;
+	supervise_arm(&s); /* exits 1 if the parent is already gone */
+
+	pid = fork();
+	if (pid < 0)
+		fail(o, 3, errno);
+	if (pid == 0)
+		start_target(&s);
+	s.target = pid;
+	s.target_alive = 1;
+	if (o->group) {
+		group_enter_parent(pid);
+		s.pgid = pid;
+	}
+	watch_target(&s);
+	if (o->report_fd >= 0)
+		close(o->report_fd); /* the caller's EOF now means: the target was executed */
+
+	while (s.target_alive && !s.parent_gone && !s.ctl_kill)
+		wait_events(&s, -1);
+	if (s.ctl_kill)
+		end_all(&s, SIGKILL, 0);
+	else if (s.parent_gone || o->tree)
+		end_all(&s, o->sig, o->grace_ms);
+	reap_target(&s);
+	if (s.ctl_kill) {
+		if (s.ctl >= 0)
+			ctl_answer(&s, 'k');
+		die_by(SIGKILL);
+	}
+	if (s.parent_gone)
+		_exit(1);
+	exit_like(s.target_status);
+}
+
+#endif /* __linux__ || LH_KQUEUE */
+
+/* ------------------------------------------------------------------ supervise: Linux */
+
+#ifdef __linux__
 
 static struct desc {
 	pid_t pid, ppid;
@@ -382,8 +729,9 @@ static const char *proc_name(char *name, size_t size, pid_t pid, const char *suf
 	return name + i;
 }
 
-/* ppid (field 4) and starttime (field 22) of /proc/PID/stat, parsed after the last ')'. */
-static int read_stat(int procfd, pid_t pid, pid_t *ppid, unsigned long long *start)
+/* state (field 3), ppid (4), pgrp (5) and starttime (22) of /proc/PID/stat, parsed after
+ * the last ')'. */
+static int read_stat(int procfd, pid_t pid, struct pstat *ps)
 {
 	char buf[1024], name[32], *p, *close_paren = NULL;
 	int fd, field;
@@ -407,16 +755,20 @@ static int read_stat(int procfd, pid_t pid, pid_t *ppid, unsigned long long *sta
 	for (field = 3; field <= 22; field++) {
 		while (*p == ' ')
 			p++;
+		if (field == 3)
+			ps->state = *p;
 		for (v = 0; *p >= '0' && *p <= '9'; p++)
 			v = v * 10 + (unsigned long long)(*p - '0');
 		while (*p && *p != ' ')
 			p++; /* the state letter, or a negative number */
 		if (field == 4)
-			*ppid = (pid_t)v;
+			ps->ppid = (pid_t)v;
+		if (field == 5)
+			ps->pgrp = (pid_t)v;
 		if (!*p && field < 22)
 			return -1;
 	}
-	*start = v;
+	ps->start = v;
 	return 0;
 }
 
@@ -429,12 +781,12 @@ static int in_tree(pid_t pid)
 	return 0;
 }
 
-static void add_descendant(pid_t pid, pid_t ppid, unsigned long long start)
+static void add_descendant(pid_t pid, const struct pstat *ps)
 {
 	if (tree_n < TREE_MAX && !in_tree(pid)) {
 		tree[tree_n].pid = pid;
-		tree[tree_n].ppid = ppid;
-		tree[tree_n++].start = start;
+		tree[tree_n].ppid = ps->ppid;
+		tree[tree_n++].start = ps->start;
 	}
 }
 
@@ -454,8 +806,8 @@ static int add_children_of(int procfd, pid_t pid)
 		for (off = 0; off < n; off += ((struct lh_dirent64 *)(buf + off))->d_reclen) {
 			char list[4096];
 			long tid;
-			unsigned long long child = 0, start;
-			pid_t ppid;
+			unsigned long long child = 0;
+			struct pstat ps;
 
 			if (parse_num(((struct lh_dirent64 *)(buf + off))->d_name, 1, 0x7fffffffL, &tid) < 0)
 				continue;
@@ -470,8 +822,8 @@ static int add_children_of(int procfd, pid_t pid)
 					if (list[j] >= '0' && list[j] <= '9') {
 						child = child * 10 + (unsigned long long)(list[j] - '0');
 					} else if (child) {
-						if (read_stat(procfd, (pid_t)child, &ppid, &start) == 0)
-							add_descendant((pid_t)child, ppid, start);
+						if (read_stat(procfd, (pid_t)child, &ps) == 0)
+							add_descendant((pid_t)child, &ps);
 						child = 0;
 					}
 				}
@@ -513,14 +865,13 @@ static void scan_all_of_proc(int procfd, pid_t self)
 			for (off = 0; off < n; off += ((struct lh_dirent64 *)(buf + off))->d_reclen) {
 				const char *s = ((struct lh_dirent64 *)(buf + off))->d_name;
 				long pid;
-				pid_t ppid = 0;
-				unsigned long long start = 0;
+				struct pstat ps;
 				if (parse_num(s, 1, 0x7fffffffL, &pid) < 0 || in_tree((pid_t)pid))
 					continue;
-				if (read_stat(procfd, (pid_t)pid, &ppid, &start) < 0)
+				if (read_stat(procfd, (pid_t)pid, &ps) < 0)
 					continue;
-				if ((ppid == self || in_tree(ppid)) && tree_n < TREE_MAX) {
-					add_descendant((pid_t)pid, ppid, start);
+				if ((ps.ppid == self || in_tree(ps.ppid)) && tree_n < TREE_MAX) {
+					add_descendant((pid_t)pid, &ps);
 					grew = 1;
 				}
 			}
@@ -550,29 +901,23 @@ static void scan_tree(pid_t self)
 static void signal_descendant(const struct desc *d, int sig)
 {
 	int procfd, pidfd = lh_pidfd_open(d->pid);
-	pid_t ppid;
-	unsigned long long start;
+	struct pstat ps;
 
 	if (pidfd < 0)
 		return; /* gone, or no pidfd (kernel < 5.3): it is reached once its parent dies */
 	procfd = open("/proc", O_RDONLY | O_CLOEXEC, 0);
-	if (procfd >= 0 && read_stat(procfd, d->pid, &ppid, &start) == 0 && start == d->start)
+	if (procfd >= 0 && read_stat(procfd, d->pid, &ps) == 0 && ps.start == d->start)
 		lh_pidfd_send_signal(pidfd, sig);
 	if (procfd >= 0)
 		close(procfd);
 	close(pidfd);
 }
 
-/* Sends sig to the target, or with -t to every descendant. */
-static void signal_all(struct sup *s, int sig)
+/* END_TREE: every descendant, through the subreaper walk. */
+static void signal_tree(struct sup *s, int sig)
 {
 	int i;
 
-	if (!s->o->tree) {
-		if (s->target_alive)
-			kill(s->target, sig); /* unreaped child: its pid cannot be reused */
-		return;
-	}
 	scan_tree(s->self);
 	for (i = 0; i < tree_n; i++) {
 		if (tree[i].ppid == s->self)
@@ -582,95 +927,34 @@ static void signal_all(struct sup *s, int sig)
 	}
 }
 
-/* Reaps every exited child; returns 1 when we have no child at all. As a subreaper every
- * descendant hangs below one of our children, so this also means "no descendant left". */
-static int reap(struct sup *s)
-{
-	int st;
-	pid_t p;
-
-	for (;;) {
-		p = waitpid(-1, &st, WNOHANG);
-		if (p > 0) {
-			if (p == s->target) {
-				s->target_alive = 0;
-				s->target_status = st;
-			}
-		} else if (p == 0) {
-			return 0;
-		} else if (errno != EINTR) {
-			return 1;
-		}
-	}
-}
-
 static void read_signals(struct sup *s)
 {
 	struct signalfd_siginfo si;
 	int chld = 0;
 
 	while (read(s->sfd, &si, sizeof si) == (ssize_t)sizeof si) {
+		int by_process = si.ssi_code == SI_USER || si.ssi_code == SI_QUEUE || si.ssi_code == SI_TKILL;
 		if (si.ssi_signo == SIGCHLD)
 			chld = 1;
-		/* Only signals a process sent us (kill, sigqueue, tkill); not our own SIGPIPE,
-		 * not the terminal's (SI_KERNEL): the target, in our process group, has those. */
-		else if ((si.ssi_code == SI_USER || si.ssi_code == SI_QUEUE || si.ssi_code == SI_TKILL) &&
-			 (pid_t)si.ssi_pid != s->self && s->target_alive)
-			kill(s->target, (int)si.ssi_signo);
+		else if (by_process && (pid_t)si.ssi_pid == s->self)
+			continue; /* our own (a SIGPIPE on the control socket) */
+		/* In our process group the target already has the terminal's signals
+		 * (SI_KERNEL): forward only those a process sent. In its own group it has
+		 * not: relay them all. */
+		else if (by_process || s->pgid)
+			signal_target(s, (int)si.ssi_signo);
 	}
 	if (chld)
-		reap(s);
+		child_event(s, 0);
 }
 
-static void read_lifeline(struct sup *s)
-{
-	char buf[64];
-	ssize_t r = read(s->life, buf, sizeof buf);
-
-	if (r > 0 || (r < 0 && (errno == EINTR || errno == EAGAIN)))
-		return; /* nobody should write to it; ignore */
-	close(s->life);
-	s->life = -1;
-	s->parent_gone = 1;
-}
-
-/* int32 signal numbers; SIGKILL ends everything, anything else goes to the target. */
-static void read_control(struct sup *s)
-{
-	int32_t sig;
-	ssize_t r = read(s->ctl, s->cbuf + s->clen, sizeof s->cbuf - (size_t)s->clen);
-
-	if (r < 0 && (errno == EINTR || errno == EAGAIN))
-		return;
-	if (r <= 0) { /* EOF: the Popen object is gone, not the parent */
-		close(s->ctl);
-		s->ctl = -1;
-		return;
-	}
-	s->clen += (int)r;
-	if (s->clen < (int)sizeof s->cbuf)
-		return;
-	s->clen = 0;
-	memcpy(&sig, s->cbuf, sizeof sig);
-	if (sig == 0) { /* release: the Popen object was dropped; end as on the parent's death */
-		s->parent_gone = 1;
-		return;
-	}
-	if (sig == SIGKILL) {
-		s->ctl_kill = 1; /* answered once everything is dead */
-		return;
-	}
-	if (sig >= 0 && sig < NSIG && s->target_alive)
-		kill(s->target, sig);
-	put(s->ctl, "a", 1);
-}
-
-/* One wait for any event: a signal, lifeline EOF, -w exit, a control message. */
+/* One wait for any event: a signal, lifeline EOF, -w exit, target exit (-P), a control
+ * message. */
 static void wait_events(struct sup *s, long timeout_ms)
 {
-	struct pollfd p[4];
+	struct pollfd p[5];
 	struct timespec ts;
-	int n = 0, il = -1, iw = -1, ic = -1;
+	int n = 0, il = -1, iw = -1, ic = -1, it = -1;
 
 	p[n].fd = s->sfd;
 	p[n++].events = POLLIN;
@@ -689,6 +973,11 @@ static void wait_events(struct sup *s, long timeout_ms)
 		p[n].fd = s->ctl;
 		p[n++].events = POLLIN;
 	}
+	if (s->tfd >= 0) {
+		it = n;
+		p[n].fd = s->tfd;
+		p[n++].events = POLLIN;
+	}
 	ts.tv_sec = timeout_ms / 1000;
 	ts.tv_nsec = (timeout_ms % 1000) * 1000000L;
 	if (ppoll(p, (unsigned long)n, timeout_ms < 0 ? NULL : &ts, NULL) <= 0)
@@ -704,39 +993,11 @@ static void wait_events(struct sup *s, long timeout_ms)
 	}
 	if (ic >= 0 && p[ic].revents)
 		read_control(s);
-}
-
-/* sig to everything, up to grace_ms for it to exit (woken by each SIGCHLD), then SIGKILL
- * rounds until no child is left. A SIGCHLD always comes: the last descendant to die is
- * always one of our children. */
-static void end_all(struct sup *s, int sig, long grace_ms)
-{
-	long long deadline = now_ms() + grace_ms;
-	long left;
-
-	if (reap(s))
-		return;
-	signal_all(s, sig);
-	while (sig != SIGKILL && !s->ctl_kill && !reap(s) && (left = (long)(deadline - now_ms())) > 0)
-		wait_events(s, left);
-	while (!reap(s)) {
-		signal_all(s, SIGKILL);
-		wait_events(s, -1);
+	if (it >= 0 && p[it].revents) {
+		close(s->tfd);
+		s->tfd = -1;
+		child_event(s, 1);
 	}
-}
-
-/* In the forked child: arm, restore what the target must not see changed, exec. */
-__attribute__((noreturn)) static void start_target(const struct opts *o, pid_t sup, const sigset_t *mask,
-						  const struct sigaction *chld)
-{
-	change_credentials(o);
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
-		fail(o, 2, errno);
-	if (getppid() != sup)
-		_exit(1);
-	sigaction(SIGCHLD, chld, NULL);
-	sigprocmask(SIG_SETMASK, mask, NULL);
-	fail(o, 1, exec_program(o->prog, o->argv));
 }
 
 /* Exits 1 if the parent is already gone (lifeline at EOF, or -w pid exited). */
@@ -752,72 +1013,186 @@ static void check_parent_alive(const struct sup *s)
 		_exit(1);
 }
 
-__attribute__((noreturn)) static void mode_supervise(const struct opts *o)
+/* Subreaper (-t without -P), the -w pidfd, the ppid recheck, the signalfd. */
+static void supervise_arm(struct sup *s)
 {
-	struct sup s;
-	struct sigaction dfl, chld_old;
-	sigset_t block, orig;
-	unsigned i;
-	pid_t pid;
+	const struct opts *o = s->o;
+	struct sigaction dfl;
+	sigset_t block;
+	int i;
 
-	memset(&s, 0, sizeof s);
-	s.o = o;
-	s.self = getpid();
-	s.life = o->life_fd;
-	s.ctl = o->ctl_fd;
-	s.wfd = -1;
-	if (o->tree && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+	s->wfd = s->tfd = -1;
+	if (s->end == END_TREE && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
 		fail(o, 2, errno);
-	if (o->watch && (s.wfd = lh_pidfd_open(o->watch)) < 0) {
+	if (o->group) { /* the target's exit must be seen without reaping it: needs pidfd */
+		if ((i = lh_pidfd_open(s->self)) < 0)
+			fail(o, 2, errno);
+		close(i);
+	}
+	if (o->watch && (s->wfd = lh_pidfd_open(o->watch)) < 0) {
 		if (errno == ESRCH)
 			_exit(1); /* already gone: that is a parent death */
 		fail(o, 2, errno);
 	}
 	if (o->ppid && getppid() != o->ppid)
 		_exit(1); /* parent gone; else the -w pidfd, opened above, is our live parent's */
-	check_parent_alive(&s);
+	check_parent_alive(s);
 
 	sigemptyset(&block);
-	for (i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++)
+	for (i = 0; i < NFWD; i++)
 		sigaddset(&block, forwarded[i]);
 	sigaddset(&block, SIGCHLD);
-	sigprocmask(SIG_BLOCK, &block, &orig);
+	sigprocmask(SIG_BLOCK, &block, &orig_mask);
 	memset(&dfl, 0, sizeof dfl);
 	dfl.sa_handler = SIG_DFL; /* SIG_IGN would auto-reap the target and lose its status */
-	sigaction(SIGCHLD, &dfl, &chld_old);
-	s.sfd = signalfd(-1, &block, SFD_CLOEXEC | SFD_NONBLOCK);
-	if (s.sfd < 0)
+	sigaction(SIGCHLD, &dfl, &orig_chld);
+	s->sfd = signalfd(-1, &block, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (s->sfd < 0)
 		fail(o, 2, errno);
-
-	pid = fork();
-	if (pid < 0)
-		fail(o, 3, errno);
-	if (pid == 0)
-		start_target(o, s.self, &orig, &chld_old);
-	s.target = pid;
-	s.target_alive = 1;
-	if (o->report_fd >= 0)
-		close(o->report_fd); /* the caller's EOF now means: the target was executed */
-
-	while (s.target_alive && !s.parent_gone && !s.ctl_kill)
-		wait_events(&s, -1);
-	if (s.ctl_kill)
-		end_all(&s, SIGKILL, 0);
-	else if (s.parent_gone || o->tree)
-		end_all(&s, o->sig, o->grace_ms);
-	if (s.ctl_kill) {
-		if (s.ctl >= 0)
-			put(s.ctl, "k", 1);
-		die_by(SIGKILL);
-	}
-	if (s.parent_gone)
-		_exit(1);
-	exit_like(s.target_status);
 }
 
-#else /* !__linux__ */
+/* -P: a pidfd on the target tells its exit without reaping it. */
+static void watch_target(struct sup *s)
+{
+	if (s->end != END_GROUP)
+		return;
+	s->tfd = lh_pidfd_open(s->target); /* our unreaped child: it is the target */
+	if (s->tfd < 0) {
+		int err = errno;
+		kill(-s->pgid, SIGKILL);
+		kill(s->target, SIGKILL);
+		reap_target(s);
+		fail(s->o, 2, err);
+	}
+}
 
-/* Not written yet outside Linux (no signalfd, no subreaper on macOS): fail cleanly. */
+/* ------------------------------------------------------------------ supervise: kqueue */
+
+#elif defined(LH_KQUEUE)
+
+#ifdef __FreeBSD__
+/* END_TREE on FreeBSD: the kernel signals every descendant of this reaper, setsid'd ones
+ * included, with no pid to reuse. */
+static void signal_tree(struct sup *s, int sig)
+{
+	struct procctl_reaper_kill rk;
+
+	(void)s;
+	memset(&rk, 0, sizeof rk);
+	rk.rk_sig = sig; /* rk_flags 0: all descendants */
+	procctl(P_PID, getpid(), PROC_REAP_KILL, &rk);
+}
+#else
+static void signal_tree(struct sup *s, int sig) { group_signal(s, sig); } /* not reached */
+#endif
+
+static void kq_add(struct sup *s, uintptr_t ident, short filter, unsigned short flags, unsigned int fflags)
+{
+	struct kevent ev;
+
+	EV_SET(&ev, ident, filter, EV_ADD | flags, fflags, 0, NULL);
+	if (kevent(s->kq, &ev, 1, NULL, 0, NULL) < 0) {
+		if (errno == ESRCH && filter == EVFILT_PROC)
+			_exit(1); /* the -w pid is already gone: a parent death */
+		fail(s->o, 2, errno);
+	}
+}
+
+/* One wait for any event: a signal, lifeline EOF, -w exit, target exit, control message. */
+static void wait_events(struct sup *s, long timeout_ms)
+{
+	struct kevent ev[8];
+	struct timespec ts;
+	int n, i, chld = 0, texit = 0;
+
+	ts.tv_sec = timeout_ms / 1000;
+	ts.tv_nsec = (timeout_ms % 1000) * 1000000L;
+	n = kevent(s->kq, NULL, 0, ev, 8, timeout_ms < 0 ? NULL : &ts);
+	for (i = 0; i < n; i++) {
+		int id = (int)ev[i].ident;
+		if (ev[i].filter == EVFILT_SIGNAL && id == SIGCHLD)
+			chld = 1;
+		else if (ev[i].filter == EVFILT_SIGNAL)
+			signal_target(s, id); /* once per event, as signals coalesce */
+		else if (ev[i].filter == EVFILT_READ && id == s->life)
+			read_lifeline(s);
+		else if (ev[i].filter == EVFILT_READ && id == s->ctl)
+			read_control(s);
+		else if (ev[i].filter == EVFILT_PROC && s->target > 0 && (pid_t)id == s->target)
+			texit = 1;
+		else if (ev[i].filter == EVFILT_PROC)
+			s->parent_gone = 1;
+	}
+	if (texit || chld)
+		child_event(s, texit);
+}
+
+/* Reaper (FreeBSD -t), kqueue armed on the -w pid, the lifeline, the control socket and
+ * the forwarded signals (ignored: kqueue still records them), the ppid recheck. */
+static void supervise_arm(struct sup *s)
+{
+	const struct opts *o = s->o;
+	struct sigaction ign, dfl;
+	sigset_t none;
+	int i;
+
+#ifdef __FreeBSD__
+	if (s->end == END_TREE && procctl(P_PID, getpid(), PROC_REAP_ACQUIRE, NULL) < 0)
+		fail(o, 2, errno);
+#endif
+	if ((s->kq = kqueue()) < 0) /* not inherited by fork */
+		fail(o, 2, errno);
+	if (o->watch)
+		kq_add(s, (uintptr_t)o->watch, EVFILT_PROC, EV_ONESHOT, NOTE_EXIT);
+	if (o->ppid && getppid() != o->ppid)
+		_exit(1); /* parent gone; else the -w watch, armed above, is on our live parent */
+	if (s->life >= 0)
+		kq_add(s, (uintptr_t)s->life, EVFILT_READ, 0, 0);
+	if (s->ctl >= 0) {
+#if defined(SO_NOSIGPIPE)
+		int one = 1;
+		setsockopt(s->ctl, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+#endif
+		kq_add(s, (uintptr_t)s->ctl, EVFILT_READ, 0, 0);
+	}
+	memset(&ign, 0, sizeof ign);
+	memset(&dfl, 0, sizeof dfl);
+	ign.sa_handler = SIG_IGN;
+	dfl.sa_handler = SIG_DFL; /* SIG_IGN would auto-reap the target and unpin its pgid */
+	for (i = 0; i < NFWD; i++) {
+		kq_add(s, (uintptr_t)forwarded[i], EVFILT_SIGNAL, 0, 0);
+		sigaction(forwarded[i], &ign, &orig_fwd[i]); /* TSTP/TTIN/TTOU cannot stop us */
+	}
+	fwd_ignored = 1;
+	kq_add(s, SIGCHLD, EVFILT_SIGNAL, 0, 0);
+	sigaction(SIGCHLD, &dfl, &orig_chld);
+	sigemptyset(&none);
+	sigprocmask(SIG_BLOCK, &none, &orig_mask);
+	wait_events(s, 0); /* lifeline already at EOF, -w already exited? */
+	if (s->parent_gone)
+		_exit(1);
+}
+
+/* NOTE_EXIT on the target: its exit, without reaping it. */
+static void watch_target(struct sup *s)
+{
+	struct kevent ev;
+
+	EV_SET(&ev, (uintptr_t)s->target, EVFILT_PROC, EV_ADD | EV_ONESHOT, NOTE_EXIT, 0, NULL);
+	if (kevent(s->kq, &ev, 1, NULL, 0, NULL) < 0) {
+		if (errno != ESRCH) {
+			int err = errno;
+			kill(-s->pgid, SIGKILL);
+			kill(s->target, SIGKILL);
+			reap_target(s);
+			fail(s->o, 2, err);
+		}
+		child_event(s, 1); /* already a zombie (XNU refuses to watch those) */
+	}
+}
+
+#else /* neither Linux nor kqueue */
+
 __attribute__((noreturn)) static void mode_supervise(const struct opts *o) { fail(o, 2, ENOSYS); }
 
 #endif

@@ -65,6 +65,8 @@ static inline long lh_getdents64(int fd, void *buf, size_t len)
 {
 	return syscall(SYS_getdents64, fd, buf, len);
 }
+#else
+#include <sys/socket.h> /* the control socket's answers: send(MSG_NOSIGNAL), SO_NOSIGPIPE */
 #endif /* __linux__ */
 
 #else /* LEASHED_NOLIBC */
@@ -90,7 +92,7 @@ enum {
 	NR_chdir = 80, NR_getppid = 110, NR_setsid = 112, NR_prctl = 157, NR_getdents64 = 217,
 	NR_clock_gettime = 228, NR_exit_group = 231, NR_openat = 257, NR_ppoll = 271,
 	NR_signalfd4 = 289, NR_dup3 = 292, NR_pipe2 = 293, NR_prlimit64 = 302,
-	NR_setreuid = 113, NR_setregid = 114, NR_setgroups = 116,
+	NR_setreuid = 113, NR_setregid = 114, NR_setgroups = 116, NR_setpgid = 109,
 };
 #elif defined(__aarch64__)
 enum {
@@ -99,7 +101,7 @@ enum {
 	NR_chdir = 49, NR_getppid = 173, NR_setsid = 157, NR_prctl = 167, NR_getdents64 = 61,
 	NR_clock_gettime = 113, NR_exit_group = 94, NR_openat = 56, NR_ppoll = 73,
 	NR_signalfd4 = 74, NR_dup3 = 24, NR_pipe2 = 59, NR_prlimit64 = 261,
-	NR_setreuid = 145, NR_setregid = 143, NR_setgroups = 159,
+	NR_setreuid = 145, NR_setregid = 143, NR_setgroups = 159, NR_setpgid = 154,
 };
 #else
 #error "LEASHED_NOLIBC supports x86_64 and aarch64 only"
@@ -357,6 +359,7 @@ static inline int lh_close_range(unsigned int lo, unsigned int hi)
 	return (int)lh_ret(lh_syscall3(NR_close_range, lo, hi, 0));
 }
 static inline pid_t setsid(void) { return (pid_t)lh_ret(lh_syscall0(NR_setsid)); }
+static inline int setpgid(pid_t pid, pid_t pgid) { return (int)lh_ret(lh_syscall2(NR_setpgid, pid, pgid)); }
 /* Raw calls change only this thread's credentials; the helper has one thread. */
 static inline int setgroups(size_t n, const gid_t *groups)
 {

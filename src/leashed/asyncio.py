@@ -172,7 +172,8 @@ async def _create_windows(
     if shell:
         proc = await asyncio.create_subprocess_shell(args, **streams, **kwds)
     else:
-        proc = await asyncio.create_subprocess_exec(*args, **streams, **kwds)
+        program, *rest = args
+        proc = await asyncio.create_subprocess_exec(program, *rest, **streams, **kwds)
     popen = proc._transport.get_extra_info("subprocess")  # type: ignore[attr-defined]
     try:
         popen.leashed_job = _windows.attach_and_resume(
