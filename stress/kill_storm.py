@@ -34,7 +34,6 @@ after re-checking the trial's marker on that process, so nothing else is ever si
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import math
 import os
@@ -50,10 +49,18 @@ from pathlib import Path
 from typing import Any
 
 MODES = ("direct", "tree", "guardian")
-MARKER_ENV = "LEASHED_STORM_MARKER"
 GEN_ENV = b"LEASHED_STORM_GEN"
-PR_SET_CHILD_SUBREAPER = 36
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import _common  # noqa: E402  (the benchmarks' process helpers: markers, pidfd kills)
+from _common import (  # noqa: E402
+    MARKER_ENV,
+    environ_of,
+    proc_stat,
+    reap_orphans,
+    set_child_subreaper,
+)
 
 PARENT = r"""
 import os, random, sys, threading, time
@@ -88,54 +95,6 @@ while time.monotonic() < deadline and len(keep) < 300:
 time.sleep(3600)
 """
 
-_subreaper = False
-
-
-def set_child_subreaper() -> None:
-    """Adopt orphaned descendants, so their zombies are reaped here."""
-    global _subreaper
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
-    _subreaper = True
-
-
-def reap_orphans() -> None:
-    """Reap adopted orphans (only when this process is the subreaper and the top level)."""
-    if not _subreaper:
-        return
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
-def _environ(pid: int) -> dict[bytes, bytes] | None:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    env = {}
-    for entry in data.split(b"\0"):
-        key, sep, value = entry.partition(b"=")
-        if sep:
-            env[key] = value
-    return env
-
-
-def _stat(pid: int) -> tuple[str, int] | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(b")") + 2 :].split()
-    return fields[0].decode(), int(fields[1])
-
 
 def _cmdline(pid: int) -> str:
     try:
@@ -153,10 +112,10 @@ def marked(marker: str) -> dict[int, bool]:
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == me:
             continue
-        env = _environ(int(name))
+        env = environ_of(int(name))
         if env is None or env.get(MARKER_ENV.encode()) != want:
             continue
-        stat = _stat(int(name))
+        stat = proc_stat(int(name))
         if stat is None or stat[0] in ("Z", "X"):
             continue
         found[int(name)] = env.get(GEN_ENV) == b"2"
@@ -164,28 +123,8 @@ def marked(marker: str) -> dict[int, bool]:
 
 
 def kill_marked(marker: str) -> int:
-    """SIGKILL what carries ``marker``: pidfd first, then the marker re-checked, then kill."""
-    killed = 0
-    for _ in range(100):
-        pids = marked(marker)
-        if not pids:
-            return killed
-        for pid in pids:
-            try:
-                fd = os.pidfd_open(pid)
-            except OSError:
-                continue
-            try:
-                env = _environ(pid)
-                if env is not None and env.get(MARKER_ENV.encode()) == marker.encode():
-                    signal.pidfd_send_signal(fd, signal.SIGKILL)
-                    killed += 1
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
-        reap_orphans()
-        time.sleep(0.01)
+    """SIGKILL what carries ``marker``, by pidfd after re-checking it; fail if any is left."""
+    killed = _common.kill_marked(marker, rounds=100)
     if marked(marker):
         raise RuntimeError(f"could not clean up the processes of {marker}")
     return killed
@@ -282,7 +221,7 @@ def trial(
             break
         time.sleep(0.002)
     survivors = [
-        {"pid": p, "ppid": (_stat(p) or ("?", 0))[1], "cmdline": _cmdline(p)} for p in promised
+        {"pid": p, "ppid": (proc_stat(p) or ("?", 0))[1], "cmdline": _cmdline(p)} for p in promised
     ]
     unpromised = sum(1 for grandchild in procs.values() if grandchild) if mode != "tree" else 0
     kill_marked(marker)
