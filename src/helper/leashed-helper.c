@@ -485,11 +485,14 @@ static void signal_target(struct sup *s, int sig)
 /* An ending's signal: the target, every descendant, or the group. */
 static void signal_all(struct sup *s, int sig)
 {
-	if (s->end == END_TREE)
+	if (s->end == END_TREE) {
 		signal_tree(s, sig);
-	else if (s->end == END_GROUP)
+	} else if (s->end == END_GROUP) {
 		group_signal(s, sig);
-	else if (!s->target_reaped)
+		if (sig != SIGKILL && sig != SIGCONT)
+			group_signal(s, SIGCONT); /* a background member stopped by SIGTTIN/TTOU
+						   * would otherwise sleep through its grace */
+	} else if (!s->target_reaped)
 		kill(s->target, sig);
 }
 

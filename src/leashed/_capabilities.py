@@ -73,13 +73,7 @@ def capabilities() -> dict[str, Any]:
             race_free=True,
             available=bool(path),
         )
-        modes["tree"] = _mode(
-            "leashed-helper supervise: target in its own process group, killed as a group",
-            whole_tree=False,
-            race_free=True,
-            available=bool(path),
-            notes=["a descendant that calls setsid() leaves the group and escapes"],
-        )
+        modes["tree"] = _non_linux_tree_mode(bool(path))
         guardian_notes = ["watches the target with kqueue EVFILT_PROC/NOTE_EXIT"]
     modes["grace"] = _mode(
         "leashed-helper supervise: death signal, grace period, then SIGKILL",
@@ -95,6 +89,42 @@ def capabilities() -> dict[str, Any]:
         notes=guardian_notes,
     )
     return {"platform": sys.platform, "helper": helper, "modes": modes}
+
+
+_GROUP_NOTES = [
+    "a descendant that leaves the group (setsid(), daemons) escapes",
+    "the target is a background job: reading the terminal stops it (SIGTTIN); give it "
+    "stdin other than the terminal",
+    "if the supervisor itself is SIGKILLed, the group is not ended",
+    "not executed by this project's CI: compiled for this platform, logic tested on Linux",
+]
+
+
+def _non_linux_tree_mode(available: bool) -> dict[str, Any]:
+    """Tree mode on macOS and the BSDs, where there is no Linux subreaper."""
+    if sys.platform.startswith("freebsd"):
+        return _mode(
+            "leashed-helper supervise: PROC_REAP_ACQUIRE reaper, PROC_REAP_KILL of every "
+            "descendant; target in its own process group for signal relays",
+            whole_tree=False,
+            race_free=True,
+            available=available,
+            notes=["not yet verified on a FreeBSD machine", _GROUP_NOTES[1]],
+        )
+    notes = list(_GROUP_NOTES)
+    if sys.platform != "darwin":
+        notes.append(
+            "this kernel counts a zombie group leader as a member: the grace period "
+            "always runs in full"
+        )
+    return _mode(
+        "leashed-helper supervise: target in its own process group; terminal signals "
+        "relayed to the group; the group ended on parent death",
+        whole_tree=False,
+        race_free=True,
+        available=available,
+        notes=notes,
+    )
 
 
 def _mode(
