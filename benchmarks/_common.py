@@ -114,9 +114,9 @@ def machine() -> dict[str, Any]:
         "memory_gib": round(mem_total / 2**30, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "python_executable": sys.executable,
         "leashed": getattr(leashed, "__version__", "?"),
-        "helper": caps.get("helper"),
+        # the helper's version and build, not where this machine keeps it
+        "helper": {k: v for k, v in (caps.get("helper") or {}).items() if k != "path"},
         "loadavg_at_start": os.getloadavg(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
@@ -124,7 +124,8 @@ def machine() -> dict[str, Any]:
 
 def helper_banner() -> str:
     """One line naming the helper in use, with a warning if it is not the published build."""
-    helper = machine()["helper"] or {}
+    leashed = import_leashed()
+    helper = leashed.capabilities().get("helper") or {}
     line = f"helper: {helper.get('path')} (build {helper.get('build')})"
     if helper.get("build") != "nolibc":
         line += "  ** not the nolibc build: do not publish these figures **"

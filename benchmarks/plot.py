@@ -124,8 +124,7 @@ def write_markdown(
         "",
         f"- CPU: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB",
         f"- kernel: Linux {m['kernel']}; Python {m['python']}",
-        f"- leashed {m['leashed']}, helper {helper.get('version')} build "
-        f"**{helper.get('build')}** ({helper.get('path')})",
+        f"- leashed {m['leashed']}, helper {helper.get('version')} build **{helper.get('build')}**",
         f"- load average at start: {', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])} "
         "(shared machine: figures are medians of interleaved runs)",
         f"- measured {m['date']}",

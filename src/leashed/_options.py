@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 Mechanism = Literal["pdeathsig", "supervisor", "guardian", "job", "preexec_fn"]
@@ -26,6 +26,10 @@ class LeashPlan:
     grace_ms: int
     tree: bool
     kill_on_drop: bool
+
+    def with_mechanism(self, mechanism: Mechanism) -> LeashPlan:
+        """The same plan through another mechanism (a fallback, or a safer choice)."""
+        return replace(self, mechanism=mechanism)
 
     @property
     def helper_mode(self) -> str:

@@ -109,7 +109,7 @@ class Popen(subprocess.Popen[AnyStr]):
             if not IS_LINUX:
                 raise RuntimeError("leashed-helper is not installed; reinstall leashed")
             _helper.warn_helper_missing()
-            self._leash = _with_mechanism(self._leash, "preexec_fn")
+            self._leash = self._leash.with_mechanism("preexec_fn")
         elif self._leash.mechanism in ("supervisor", "guardian") and _helper.helper_path() is None:
             raise RuntimeError(
                 f"the {self._leash.mechanism} needs leashed-helper, which is not installed "
@@ -287,12 +287,6 @@ class Popen(subprocess.Popen[AnyStr]):
             os.kill(self.pid, self._leash.death_signal)
         if self._leash.death_signal == SIGKILL:
             self.wait(timeout=5)
-
-
-def _with_mechanism(plan: LeashPlan, mechanism: str) -> LeashPlan:
-    from dataclasses import replace
-
-    return replace(plan, mechanism=mechanism)  # type: ignore[arg-type]
 
 
 def _fallback_preexec_fn(

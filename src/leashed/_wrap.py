@@ -10,7 +10,7 @@ from typing import Any
 
 from . import _helper
 from ._capabilities import _linux_kernel_has_pidfd
-from ._options import IS_LINUX, IS_WINDOWS, LeashPlan, Mechanism
+from ._options import IS_LINUX, IS_WINDOWS, LeashPlan
 
 __all__ = ["wrap"]
 
@@ -107,7 +107,7 @@ def _plan(*, tree: Any, grace: Any, death_signal: Any, mechanism: Any) -> LeashP
             f"leashed package and ${_helper.HELPER_ENV}); reinstall leashed"
         )
     if plan.mechanism == "pdeathsig" and mechanism is None and not direct_mode_is_safe():
-        plan = _replace_mechanism(plan, "guardian")
+        plan = plan.with_mechanism("guardian")
     if IS_LINUX and plan.mechanism != "pdeathsig" and not _linux_kernel_has_pidfd():
         raise RuntimeError(
             f"leashed.wrap with the {plan.mechanism} watches this process with a pidfd, and "
@@ -115,12 +115,6 @@ def _plan(*, tree: Any, grace: Any, death_signal: Any, mechanism: Any) -> LeashP
             "without tree/grace, or use leashed.Popen"
         )
     return plan
-
-
-def _replace_mechanism(plan: LeashPlan, mechanism: Mechanism) -> LeashPlan:
-    from dataclasses import replace
-
-    return replace(plan, mechanism=mechanism)
 
 
 def _checked_argv(argv: object) -> list[str]:
