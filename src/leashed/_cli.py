@@ -26,8 +26,8 @@ examples:
       my-server dies when the shell script that ran this line dies, by any death
       (kill -9 included); leashed itself does not stay around: it becomes my-server.
   leashed run --tree -- make -j8
-      the whole tree (every descendant, daemons that setsid() included) is ended
-      when the script dies.
+      the whole tree (every descendant; on Linux daemons that setsid() too) is
+      ended when the script dies.
   leashed run --tree --grace 5 -- ./start-db.sh
       on the script's death: SIGTERM to the tree, 5 s to clean up, then SIGKILL.
   leashed run --pid 4242 -- tail -f app.log
