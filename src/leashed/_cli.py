@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import math
 import os
 import shutil
 import signal
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__, _helper
-from ._options import IS_LINUX, LeashPlan, validate_death_signal
+from ._options import IS_LINUX, LeashPlan, validate_death_signal, validate_grace
 
 PROG = "leashed"
 
@@ -97,9 +96,10 @@ def grace_arg(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if math.isnan(value) or math.isinf(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text!r}")
-    return value
+    try:
+        return validate_grace(value)  # type: ignore[return-value]  # never None for a float
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("grace ")) from None
 
 
 def pid_arg(text: str) -> int:
