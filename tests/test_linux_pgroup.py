@@ -18,10 +18,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import CASE_VAR, alive, kill_marked, marked, named, new_marker, wait_until_gone
+from support import (
+    CASE_VAR,
+    alive,
+    kill_marked,
+    marked,
+    named,
+    new_marker,
+    wait_for_named,
+    wait_until_gone,
+)
 from test_linux_tree import COUNTER
 
-from leashed import _helper
+from leashed import _helper, _procfs
 
 HELPER = _helper.helper_path()
 
@@ -49,21 +58,18 @@ def supervise(
     watched: int, argv: list[str], *options: str, **popen: object
 ) -> subprocess.Popen[bytes]:
     assert HELPER is not None
-    cmd = [HELPER, "supervise", "-P", *options, "-w", str(watched), "--", argv[0], *argv]
+    cmd = [HELPER, "supervisor", "-P", *options, "-w", str(watched), "--", argv[0], *argv]
     return subprocess.Popen(cmd, **popen)  # type: ignore[call-overload,no-any-return]
 
 
 def _sleeps(marker: str, count: int) -> list[int]:
-    deadline = time.monotonic() + 10
-    while True:
-        found = named(marked(marker), "sleep")
-        if len(found) >= count or time.monotonic() > deadline:
-            return found
-        time.sleep(0.01)
+    return wait_for_named(marker, "sleep", count)
 
 
 def _pgid(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[2])
+    stat = _procfs.read_stat(pid)
+    assert stat is not None
+    return stat.pgid
 
 
 def test_parent_death_ends_the_group_in_its_own_process_group(
@@ -135,10 +141,10 @@ def test_control_socket_kill_ends_the_group_before_answering(
     )  # fmt: skip
     theirs.close()
     assert len(_sleeps(marker, 2)) == 2
-    ours.sendall(struct.pack("=i", signal.SIGWINCH))  # relayed; harmless to sleep
-    assert ours.recv(1) == b"a"
-    ours.sendall(struct.pack("=i", signal.SIGKILL))
-    assert ours.recv(1) == b"k"
+    ours.sendall(struct.pack("=ii", 1, signal.SIGWINCH))  # relayed; harmless to sleep
+    assert ours.recv(4) == struct.pack("=i", 0)
+    ours.sendall(struct.pack("=ii", 1, signal.SIGKILL))
+    assert ours.recv(4) == struct.pack("=i", 0)
     assert named(marked(marker), "sleep") == []
     assert sup.wait(timeout=5) == -signal.SIGKILL
     ours.close()

@@ -90,7 +90,7 @@ __attribute__((noreturn)) static void usage_error(const char *what, const char *
 		put_str(2, ": ");
 		put_str(2, arg);
 	}
-	put_str(2, "\nusage: leashed-helper exec|supervise|guard [OPTION VALUE]... -- PROGRAM ARGV0 [ARG]...\n"
+	put_str(2, "\nusage: leashed-helper direct|supervisor|guardian [OPTION VALUE]... -- PROGRAM ARGV0 [ARG]...\n"
 		   "       leashed-helper --version\n");
 	_exit(2);
 }
@@ -228,11 +228,11 @@ static void parse_args(int argc, char **argv, struct opts *o)
 	o->uid = o->gid = o->ngroups = -1;
 	if (argc < 2)
 		usage_error("missing mode", NULL);
-	if (streq(argv[1], "exec"))
+	if (streq(argv[1], "direct"))
 		o->mode = MODE_EXEC;
-	else if (streq(argv[1], "supervise"))
+	else if (streq(argv[1], "supervisor"))
 		o->mode = MODE_SUPERVISE;
-	else if (streq(argv[1], "guard"))
+	else if (streq(argv[1], "guardian"))
 		o->mode = MODE_GUARD;
 	else
 		usage_error("unknown mode", argv[1]);
@@ -387,7 +387,7 @@ struct sup {
 	int target_status;
 	int life, ctl;	      /* lifeline, control socket; -1 = none */
 	int parent_gone, ctl_kill;
-	unsigned char cbuf[4]; /* a control message being read */
+	unsigned char cbuf[8]; /* a control request being read: int32 op, int32 value */
 	int clen;
 #ifdef __linux__
 	int sfd, wfd, tfd; /* signalfd, -w pidfd, target pidfd (-P: exit seen without reaping) */
@@ -566,20 +566,20 @@ static void read_lifeline(struct sup *s)
 
 /* Our answer on the control socket; never a SIGPIPE of our own (kqueue could not tell it
  * from a signal to relay). */
-static void ctl_answer(struct sup *s, char c)
+static void ctl_answer(struct sup *s, int32_t err)
 {
 #if defined(LH_KQUEUE) && defined(MSG_NOSIGNAL)
-	while (send(s->ctl, &c, 1, MSG_NOSIGNAL) < 0 && errno == EINTR)
+	while (send(s->ctl, &err, sizeof err, MSG_NOSIGNAL) < 0 && errno == EINTR)
 		;
 #else
-	put(s->ctl, &c, 1); /* Linux: our own SIGPIPE is told apart by its sender */
+	put(s->ctl, &err, sizeof err); /* Linux: our own SIGPIPE is told apart by its sender */
 #endif
 }
 
 /* int32 signal numbers; SIGKILL ends everything, anything else goes to the target. */
 static void read_control(struct sup *s)
 {
-	int32_t sig;
+	int32_t op, sig;
 	ssize_t r = read(s->ctl, s->cbuf + s->clen, sizeof s->cbuf - (size_t)s->clen);
 
 	if (r < 0 && (errno == EINTR || errno == EAGAIN))
@@ -593,18 +593,27 @@ static void read_control(struct sup *s)
 	if (s->clen < (int)sizeof s->cbuf)
 		return;
 	s->clen = 0;
-	memcpy(&sig, s->cbuf, sizeof sig);
-	if (sig == 0) { /* release: the Popen object was dropped; end as on the parent's death */
+	memcpy(&op, s->cbuf, sizeof op);
+	memcpy(&sig, s->cbuf + sizeof op, sizeof sig);
+	if (op == 2) { /* release: the Popen object was dropped; end as on the parent's death */
 		s->parent_gone = 1;
+		return;
+	}
+	if (op != 1 || sig < 0 || sig >= NSIG) {
+		ctl_answer(s, EINVAL);
 		return;
 	}
 	if (sig == SIGKILL) {
 		s->ctl_kill = 1; /* answered once everything is dead */
 		return;
 	}
-	if (sig > 0 && sig < NSIG)
+	if (!s->target_alive) {
+		ctl_answer(s, ESRCH);
+		return;
+	}
+	if (sig > 0)
 		signal_target(s, sig);
-	ctl_answer(s, 'a');
+	ctl_answer(s, 0);
 }
 
 /* sig to everything, up to grace_ms for it to exit, then SIGKILL rounds until nothing is
@@ -699,7 +708,7 @@ __attribute__((noreturn)) static void mode_supervise(const struct opts *o)
 	reap_target(&s);
 	if (s.ctl_kill) {
 		if (s.ctl >= 0)
-			ctl_answer(&s, 'k');
+			ctl_answer(&s, 0);
 		die_by(SIGKILL);
 	}
 	if (s.parent_gone)
