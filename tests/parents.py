@@ -21,7 +21,7 @@ def _options(mechanism: str) -> dict[str, object]:
         return {"tree": True}
     if mechanism == "grace":
         return {"tree": True, "grace": 5.0}
-    if mechanism == "pdeathsig":
+    if mechanism == "direct":
         return {}
     return {"mechanism": mechanism}
 

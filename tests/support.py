@@ -7,10 +7,15 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+
+from leashed import _procfs
+from leashed._procfs import poll_until
+
+#: SIGKILL's number; Windows' signal module has no such name (the suite collects there).
+SIGKILL = getattr(signal, "SIGKILL", 9)
 
 #: Every process the suite starts inherits this variable; the session fixture counts them.
 SUITE_VAR = "LEASHED_TEST_SUITE"
@@ -22,35 +27,9 @@ def new_marker() -> str:
     return uuid.uuid4().hex
 
 
-def _environ_has(pid: int, needle: bytes) -> bool:
-    try:
-        return needle in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return False
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
-
-
 def pids_with(var: str, value: str, *, exclude: Iterable[int] = ()) -> list[int]:
     """Live (non-zombie) processes whose environment holds var=value."""
-    needle = f"{var}={value}".encode()
-    skip = {os.getpid(), *exclude}
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        if pid in skip:
-            continue
-        if _environ_has(pid, needle) and not _is_zombie(pid):
-            found.append(pid)
-    return found
+    return _procfs.pids_with_env(var, value, exclude=set(exclude))
 
 
 def marked(marker: str) -> list[int]:
@@ -59,44 +38,34 @@ def marked(marker: str) -> list[int]:
 
 def wait_until_gone(marker: str, timeout: float = 1.0) -> list[int]:
     """Poll until no process carries ``marker``; return the survivors at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = marked(marker)
-        if not left or time.monotonic() >= deadline:
-            return left
-        time.sleep(0.01)
+    poll_until(lambda: not marked(marker), timeout)
+    return marked(marker)
 
 
 def wait_for_count(marker: str, count: int, timeout: float = 10.0) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = marked(marker)
-        if len(found) >= count or time.monotonic() >= deadline:
-            return found
-        time.sleep(0.01)
+    return poll_until(
+        lambda: found if len(found := marked(marker)) >= count else [], timeout
+    ) or marked(marker)
+
+
+def wait_for_named(marker: str, name: str, count: int, timeout: float = 10.0) -> list[int]:
+    """Poll until ``count`` processes called ``name`` carry ``marker``; return them."""
+    poll_until(lambda: len(named(marked(marker), name)) >= count, timeout)
+    return named(marked(marker), name)
+
+
+def wait_pid_gone(pid: int, timeout: float) -> bool:
+    """True once ``pid`` has exited (zombies count as exited), False at the deadline."""
+    return bool(poll_until(lambda: not alive(pid), timeout))
 
 
 def kill_marked(var: str, value: str) -> list[int]:
     """SIGKILL, by pid, every process still carrying var=value (re-checked before the kill)."""
-    killed = []
-    needle = f"{var}={value}".encode()
-    for _round in range(20):
-        pids = pids_with(var, value)
-        if not pids:
-            break
-        for pid in pids:
-            if _environ_has(pid, needle):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                except ProcessLookupError:
-                    pass
-        time.sleep(0.05)
-    return killed
+    return _procfs.kill_marked(var, value)
 
 
 def alive(pid: int) -> bool:
-    return os.path.exists(f"/proc/{pid}") and not _is_zombie(pid)
+    return _procfs.is_running(pid)
 
 
 class Parent:
@@ -134,9 +103,9 @@ class Parent:
             raise AssertionError(f"parent exited early ({self.proc.wait()}): {err}")
         return line.strip()
 
-    def kill(self, sig: int = signal.SIGKILL) -> None:
+    def kill(self, sig: int | None = None) -> None:
         if self.proc.poll() is None:
-            os.kill(self.proc.pid, sig)
+            os.kill(self.proc.pid, SIGKILL if sig is None else sig)
         self.proc.wait()
 
     def finish(self) -> None:
@@ -147,27 +116,26 @@ class Parent:
                 stream.close()
         kill_marked(CASE_VAR, self.marker)
 
+    def __enter__(self) -> Parent:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.finish()
+
 
 def start_time(pid: int) -> int | None:
     """The process's start time in clock ticks (field 22 of /proc/PID/stat), or None."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rpartition(")")[2].split()[19])
+    stat = _procfs.read_stat(pid)
+    return None if stat is None else stat.start_time
 
 
 def descendants(root: int) -> dict[int, int]:
     """{pid: start time} of every live descendant of ``root`` (a snapshot of the tree)."""
     parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
-            except OSError:
-                continue
-            if fields[0] not in ("Z", "X"):
-                parents[int(entry)] = int(fields[1])
+    for pid in _procfs.all_pids():
+        stat = _procfs.read_stat(pid)
+        if stat is not None and not stat.exited:
+            parents[pid] = stat.ppid
     found: set[int] = set()
     frontier = {root}
     while frontier:
@@ -187,30 +155,19 @@ def still_running(snapshot: dict[int, int]) -> list[int]:
 
 
 def wait_snapshot_gone(snapshot: dict[int, int], timeout: float) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while True:
-        left = still_running(snapshot)
-        if not left or time.monotonic() >= deadline:
-            return left
-        time.sleep(0.01)
+    poll_until(lambda: not still_running(snapshot), timeout)
+    return still_running(snapshot)
 
 
 def kill_snapshot(snapshot: dict[int, int]) -> None:
     """SIGKILL the still-identical processes of a snapshot, by pid."""
     for pid in still_running(snapshot):
         try:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, SIGKILL)
         except ProcessLookupError:
             pass
 
 
 def named(pids: Iterable[int], name: str) -> list[int]:
     """The pids among ``pids`` whose command is ``name``."""
-    out = []
-    for pid in pids:
-        try:
-            if Path(f"/proc/{pid}/comm").read_text().strip() == name:
-                out.append(pid)
-        except OSError:
-            pass
-    return out
+    return [pid for pid in pids if _procfs.command_name(pid) == name]

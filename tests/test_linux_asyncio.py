@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,9 +23,10 @@ from support import CASE_VAR, Parent, alive, kill_marked, marked, new_marker, wa
 
 import leashed
 import leashed.asyncio as la
+from leashed import _procfs
 
 LOOPS = ["asyncio", "uvloop"]
-MECHANISMS = ["pdeathsig", "tree"]
+MECHANISMS = ["direct", "tree"]
 PIPE = subprocess.PIPE
 
 
@@ -72,16 +74,12 @@ def _env(marker: str) -> dict[str, str]:
 
 def _zombie_children(pids: set[int]) -> list[int]:
     """Those of ``pids`` that are zombie children of this process."""
-    found = []
-    for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rpartition(")")[2].split()
-        if fields[0] == "Z" and int(fields[1]) == os.getpid():
-            found.append(pid)
-    return found
+    stats = {pid: _procfs.read_stat(pid) for pid in pids}
+    return [
+        pid
+        for pid, stat in stats.items()
+        if stat is not None and stat.state == "Z" and stat.ppid == os.getpid()
+    ]
 
 
 # -- the leash holds: parent programs that are SIGKILLed ---------------------------------
@@ -461,7 +459,7 @@ def test_pid_is_the_targets_own(loop_kind: str, marker: str) -> None:
 
     pid, out, mechanism = run(loop_kind, main)
     assert int(out) == pid
-    assert mechanism == "pdeathsig"
+    assert mechanism == "direct"
 
 
 def _describe(exc: BaseException) -> tuple[Any, ...]:
@@ -538,7 +536,7 @@ def test_missing_program_via_shell_is_127(loop_kind: str, marker: str) -> None:
 @pytest.mark.parametrize(
     "options",
     [{"tree": "yes"}, {"kill_on_drop": 1}, {"grace": -1}, {"death_signal": "TERM"},
-     {"mechanism": "magic"}, {"tree": True, "mechanism": "pdeathsig"}],
+     {"mechanism": "magic"}, {"tree": True, "mechanism": "direct"}],
 )  # fmt: skip
 def test_leash_options_validated_as_popen(options: dict[str, Any], marker: str) -> None:
     with pytest.raises((TypeError, ValueError)) as sync_error:
@@ -547,7 +545,7 @@ def test_leash_options_validated_as_popen(options: dict[str, Any], marker: str) 
     async def main() -> None:
         await la.create_subprocess_exec("true", env=_env(marker), **options)
 
-    with pytest.raises(sync_error.type, match="^" + str(sync_error.value).replace("(", r"\(")):
+    with pytest.raises(sync_error.type, match="^" + re.escape(str(sync_error.value))):
         run("asyncio", main)
 
 

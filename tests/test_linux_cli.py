@@ -13,10 +13,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import CASE_VAR, kill_marked, new_marker, wait_for_count, wait_until_gone
+from support import (
+    CASE_VAR,
+    kill_marked,
+    new_marker,
+    poll_until,
+    wait_for_count,
+    wait_until_gone,
+)
 
 import leashed
 import leashed._helper
+from leashed import _procfs
 from leashed._cli import helper_command_line
 
 pytestmark = pytest.mark.skipif(
@@ -53,20 +61,8 @@ def cli(marker: str, *args: str, **kwargs: object) -> subprocess.CompletedProces
     )
 
 
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
-
-
 def _wait_comm(pid: int, name: str, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _comm(pid) == name:
-            return True
-        time.sleep(0.01)
-    return False
+    return bool(poll_until(lambda: _procfs.command_name(pid) == name, timeout))
 
 
 class Script:
@@ -363,13 +359,13 @@ def test_helper_command_lines() -> None:
         assert cmd[cmd.index("--") :] == ["--", "/bin/cmd", "cmd", "arg"]
         return cmd[1 : cmd.index("--")]
 
-    assert line() == ["exec", "-s", "9", "-p", "4242"]
-    assert line(death_signal=15) == ["exec", "-s", "15", "-p", "4242"]
-    assert line(tree=True) == ["supervise", "-s", "9", "-p", "4242", "-w", "4242", "-t"]
-    assert line(grace=2.5) == ["supervise", "-s", "15", "-p", "4242", "-g", "2500", "-w", "4242"]
-    assert line(pid=77) == ["guard", "-s", "9", "-w", "77"]
-    assert line(pid=77, tree=True) == ["supervise", "-s", "9", "-w", "77", "-t"]
-    assert line(pid=77, grace=0) == ["supervise", "-s", "9", "-w", "77"]
+    assert line() == ["direct", "-p", "4242", "-s", "9"]
+    assert line(death_signal=15) == ["direct", "-p", "4242", "-s", "15"]
+    assert line(tree=True) == ["supervisor", "-p", "4242", "-s", "9", "-w", "4242", "-t"]
+    assert line(grace=2.5) == ["supervisor", "-p", "4242", "-s", "15", "-g", "2500", "-w", "4242"]
+    assert line(pid=77) == ["guardian", "-s", "9", "-w", "77"]
+    assert line(pid=77, tree=True) == ["supervisor", "-s", "9", "-w", "77", "-t"]
+    assert line(pid=77, grace=0) == ["supervisor", "-s", "9", "-w", "77"]
 
 
 # -- version, help, doctor -------------------------------------------------------------------
@@ -388,14 +384,14 @@ def test_help_has_examples(marker: str) -> None:
         assert "examples:" in result.stdout and "leashed run --tree" in result.stdout
 
 
-def test_doctor_proves_every_mode(marker: str) -> None:
+def test_doctor_proves_every_scenario(marker: str) -> None:
     started = time.monotonic()
     result = cli(marker, "doctor")
     assert result.returncode == 0, result.stdout + result.stderr
     assert time.monotonic() - started < 20
     lines = result.stdout.splitlines()
-    for mode in leashed.capabilities()["modes"]:
-        assert any(line.startswith(mode + " ") for line in lines), (mode, result.stdout)
+    for name in ("direct", "tree", "grace", "guardian"):
+        assert any(line.startswith(name + " ") for line in lines), (name, result.stdout)
     assert lines[-1].startswith("OK: nothing survived")
     assert wait_until_gone(marker, 1.0) == []
 
@@ -405,8 +401,9 @@ def test_doctor_json(marker: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert report["ok"] is True
-    modes = {m["mode"]: m for m in report["modes"]}
-    assert set(modes) == set(leashed.capabilities()["modes"])
+    modes = {m["name"]: m for m in report["scenarios"]}
+    assert set(modes) == {"direct", "tree", "grace", "guardian"}
+    assert {m["mechanism"] for m in modes.values()} == set(leashed.capabilities()["mechanisms"])
     for name, mode in modes.items():
         if not mode["available"]:
             continue

@@ -14,7 +14,8 @@ from leashed import _helper
 
 @pytest.fixture()
 def no_helper(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv(_helper.HELPER_ENV, "/nonexistent/leashed-helper")
+    monkeypatch.delenv(_helper.HELPER_ENV, raising=False)
+    monkeypatch.setattr(_helper, "_packaged_path", lambda: None)
     _helper.helper_path.cache_clear()
     _helper.helper_version.cache_clear()
     yield
@@ -30,8 +31,9 @@ def test_fallback_warns_and_reports(no_helper: None) -> None:
     assert proc.mechanism == "preexec_fn"
     caps = leashed.capabilities()
     assert caps["helper"]["path"] is None
-    assert caps["modes"]["direct"]["mechanism"].startswith("FALLBACK")
-    assert not caps["modes"]["tree"]["available"]
+    assert caps["default"] == "preexec_fn"
+    assert caps["mechanisms"]["direct"]["how"].startswith("FALLBACK")
+    assert not caps["mechanisms"]["supervisor"]["available"]
 
 
 def test_fallback_refuses_modes_it_cannot_do(no_helper: None) -> None:
@@ -58,10 +60,11 @@ def test_fallback_child_dies_with_parent() -> None:
     marker = new_marker()
     import os
 
-    env = {**os.environ, _helper.HELPER_ENV: "/nonexistent/leashed-helper"}
+    env = {k: v for k, v in os.environ.items() if k != _helper.HELPER_ENV}
     parent = Parent(
         "import warnings; warnings.simplefilter('ignore');"
-        "import parents; parents.from_exited_thread('pdeathsig')",
+        "import leashed._helper as h; h._packaged_path = lambda: None;"
+        "import parents; parents.from_exited_thread('direct')",
         marker,
         env=env,
     )

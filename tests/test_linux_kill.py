@@ -12,7 +12,7 @@ from support import Parent, alive, new_marker, wait_until_gone
 
 import leashed
 
-MECHANISMS = ["pdeathsig", "tree", "guardian"]
+MECHANISMS = ["direct", "tree", "guardian"]
 
 
 def _parent(code: str) -> Parent:
@@ -47,7 +47,7 @@ def test_child_of_exited_thread_lives_then_dies_with_process(mechanism: str) -> 
 
 @pytest.mark.parametrize("mechanism", MECHANISMS)
 def test_parent_sigkilled_during_spawn_storm(mechanism: str) -> None:
-    trials = 200 if mechanism == "pdeathsig" else 50
+    trials = 200 if mechanism == "direct" else 50
     rng = random.Random(1234)
     for trial in range(trials):
         parent = _parent(f"import parents; parents.spawn_storm({mechanism!r})")

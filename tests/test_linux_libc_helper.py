@@ -36,7 +36,7 @@ def test_it_says_which_build_it_is(libc_helper: str) -> None:
     assert out.stdout.split()[-1] == "libc"
 
 
-@pytest.mark.parametrize("mechanism", ["pdeathsig", "tree", "guardian"])
+@pytest.mark.parametrize("mechanism", ["direct", "tree", "guardian"])
 def test_children_die_with_the_parent(libc_helper: str, mechanism: str) -> None:
     env = {**os.environ, HELPER_ENV: libc_helper}
     parent = Parent(

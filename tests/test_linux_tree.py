@@ -21,6 +21,8 @@ from support import (
     marked,
     named,
     new_marker,
+    poll_until,
+    wait_for_named,
     wait_until_gone,
 )
 
@@ -42,12 +44,7 @@ TREE_SLEEPS = 5
 
 
 def _wait_sleeps(marker: str, count: int, timeout: float = 10.0) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while True:
-        sleeps = named(marked(marker), "sleep")
-        if len(sleeps) >= count or time.monotonic() > deadline:
-            return sleeps
-        time.sleep(0.02)
+    return wait_for_named(marker, "sleep", count, timeout)
 
 
 PARENT = """
@@ -224,10 +221,8 @@ def test_ctrl_c_from_a_terminal_reaches_target_exactly_once(tmp_path: Path) -> N
     )
     os.close(slave)
     try:
-        deadline = time.monotonic() + 10
-        while not out.exists() or "ready" not in out.read_text():
-            assert time.monotonic() < deadline, "the target never started"
-            time.sleep(0.02)
+        started = poll_until(lambda: out.exists() and "ready" in out.read_text(), 10.0)
+        assert started, "the target never started"
         os.write(master, b"\x03")  # Ctrl+C typed at the terminal
         assert parent.wait(timeout=10) == 0
         assert out.read_text().split() == ["ready", "SIGINT"]

@@ -61,7 +61,7 @@ def test_wrap_is_public() -> None:
 def test_main_thread_is_direct_mode_tied_to_this_process() -> None:
     cmd = wrap(["sleep", "1"])
     mode, options = _mode_and_options(cmd)
-    assert mode == "exec"
+    assert mode == "direct"
     assert options == {"-s": "9", "-p": str(os.getpid())}
     assert cmd[cmd.index("--") + 1 :] == ["sleep", "sleep", "1"]
     assert all(isinstance(item, str) for item in cmd)
@@ -73,7 +73,7 @@ def test_worker_thread_gets_the_guardian_watching_this_process() -> None:
     worker.start()
     worker.join()
     mode, options = _mode_and_options(box[0])
-    assert mode == "guard"
+    assert mode == "guardian"
     assert options == {"-s": "9", "-w": str(os.getpid())}
 
 
@@ -84,7 +84,7 @@ def test_inside_trio_gets_the_guardian_even_on_the_main_thread() -> None:
         return wrap(["sleep", "1"])
 
     mode, options = _mode_and_options(trio.run(main))
-    assert mode == "guard" and options["-w"] == str(os.getpid())
+    assert mode == "guardian" and options["-w"] == str(os.getpid())
 
 
 def test_anyio_asyncio_on_the_main_thread_is_direct() -> None:
@@ -93,20 +93,20 @@ def test_anyio_asyncio_on_the_main_thread_is_direct() -> None:
     async def main() -> list[str]:
         return wrap(["sleep", "1"])
 
-    assert _mode_and_options(anyio.run(main, backend="asyncio"))[0] == "exec"
+    assert _mode_and_options(anyio.run(main, backend="asyncio"))[0] == "direct"
 
 
 def test_tree_and_grace_use_the_supervisor_watching_this_process() -> None:
     mode, options = _mode_and_options(wrap(["make"], tree=True, grace=1.5))
-    assert mode == "supervise"
+    assert mode == "supervisor"
     assert options == {"-s": "15", "-g": "1500", "-w": str(os.getpid()), "-t": None}
     mode, options = _mode_and_options(wrap(["make"], grace=0, death_signal=2))
-    assert mode == "supervise" and options["-s"] == "2" and "-t" not in options
+    assert mode == "supervisor" and options["-s"] == "2" and "-t" not in options
 
 
 def test_mechanism_can_be_forced() -> None:
-    assert _mode_and_options(wrap(["x"], mechanism="guardian"))[0] == "guard"
-    assert _mode_and_options(wrap(["x"], mechanism="supervisor"))[0] == "supervise"
+    assert _mode_and_options(wrap(["x"], mechanism="guardian"))[0] == "guardian"
+    assert _mode_and_options(wrap(["x"], mechanism="supervisor"))[0] == "supervisor"
 
 
 def test_path_like_and_bytes_items_become_str() -> None:
@@ -132,7 +132,7 @@ def test_path_like_and_bytes_items_become_str() -> None:
         (["sleep"], {"grace": "5"}, TypeError, "grace"),
         (["sleep"], {"death_signal": "TERM"}, TypeError, "death_signal"),
         (["sleep"], {"death_signal": 0}, ValueError, "death_signal"),
-        (["sleep"], {"mechanism": "pdeathsig", "grace": 1}, ValueError, "grace"),
+        (["sleep"], {"mechanism": "direct", "grace": 1}, ValueError, "grace"),
         (["sleep"], {"mechanism": "nope"}, ValueError, "mechanism"),
     ],
 )
@@ -271,7 +271,7 @@ def test_wrap_called_on_a_worker_thread_that_exits(spawner: str) -> None:
 
 def test_forcing_pdeathsig_on_an_exiting_thread_shows_why_wrap_avoids_it() -> None:
     """The counterfactual: PDEATHSIG follows the forking thread, so this child dies early."""
-    code = EXITED_THREAD_PARENT.format(spawner="subprocess", options={"mechanism": "pdeathsig"})
+    code = EXITED_THREAD_PARENT.format(spawner="subprocess", options={"mechanism": "direct"})
     parent = Parent(code, new_marker())
     try:
         _pid, state = parent.read_line().split()
@@ -303,7 +303,7 @@ def test_trio_forks_on_a_worker_thread_that_exits_when_idle(forced: bool) -> Non
 
     if not hasattr(thread_cache, "IDLE_TIMEOUT"):
         pytest.skip("this trio has no IDLE_TIMEOUT to shorten")
-    options = {"mechanism": "pdeathsig"} if forced else {}
+    options = {"mechanism": "direct"} if forced else {}
     parent = Parent(TRIO_WORKER_IDLE_PARENT.format(options=options), new_marker())
     try:
         pid, state = parent.read_line().split()

@@ -10,7 +10,7 @@ import pytest
 from test_windows_fake import CHILD, PID, FakeApi
 
 import leashed.asyncio as lasyncio
-from leashed import _options, _windows
+from leashed import _platform, _windows
 from leashed._windows import CREATE_BREAKAWAY_FROM_JOB, CREATE_SUSPENDED, ERROR_ACCESS_DENIED
 
 CREATE_NO_WINDOW = 0x08000000
@@ -48,7 +48,7 @@ def windows(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeApi, list[Any
     log: list[Any] = []
     _windows.set_api_for_tests(api)
     monkeypatch.setattr(lasyncio, "IS_WINDOWS", True)
-    monkeypatch.setattr(_options, "IS_WINDOWS", True)
+    monkeypatch.setattr(_platform, "IS_WINDOWS", True)
 
     async def fake_exec(*args: Any, **kwds: Any) -> FakeProcess:
         log.append(("create_subprocess_exec", args, kwds))

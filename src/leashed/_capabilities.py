@@ -1,34 +1,29 @@
-"""leashed.capabilities(): what this machine guarantees, per mode, said plainly."""
+"""leashed.capabilities(): what this machine guarantees, per mechanism, said plainly."""
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
-from . import _helper
-from ._options import IS_LINUX, IS_WINDOWS
-
-
-def _linux_kernel_has_pidfd() -> bool:
-    if not hasattr(os, "pidfd_open"):
-        return False
-    try:
-        os.close(os.pidfd_open(os.getpid()))
-    except OSError:
-        return False
-    return True
+from . import _helper, _windows
+from ._platform import IS_LINUX, IS_WINDOWS, default_mechanism, has_pidfd
 
 
 def capabilities() -> dict[str, Any]:
-    """Per mode: mechanism, available, whole_tree, race_free, and notes; plus the helper.
+    """Per mechanism: available, how, whole_tree, race_free and notes; plus the helper.
 
-    Never a silent downgrade: a mode that this machine cannot honour says so here.
+    ``default`` names what a plain ``leashed.Popen(...)`` uses; ``tree=True`` and
+    ``grace`` use the supervisor. Never a silent downgrade: a mechanism this machine
+    cannot honour says so here.
     """
     if IS_WINDOWS:
-        from ._windows import windows_capabilities
-
-        return {"platform": sys.platform, "helper": None, **windows_capabilities()}
+        job = _windows.windows_capabilities()
+        return {
+            "platform": sys.platform,
+            "helper": None,
+            "default": "job",
+            "mechanisms": {"job": job},
+        }
     path = _helper.helper_path()
     version = _helper.helper_version() if path else None
     helper = {
@@ -36,59 +31,54 @@ def capabilities() -> dict[str, Any]:
         "version": version[0] if version else None,
         "build": version[1] if version else None,
     }
-    modes: dict[str, dict[str, Any]] = {}
-    pidfd = IS_LINUX and _linux_kernel_has_pidfd()
     if IS_LINUX:
-        if path:
-            modes["direct"] = _mode(
-                "leashed-helper exec: prctl(PR_SET_PDEATHSIG) + ppid recheck, then execve "
-                "(forks from one long-lived thread)",
-                whole_tree=False,
-                race_free=True,
-            )
-        else:
-            modes["direct"] = _mode(
-                "FALLBACK preexec_fn: prctl(PR_SET_PDEATHSIG) + ppid recheck "
-                "(leashed-helper missing: fork() instead of vfork(), slower)",
-                whole_tree=False,
-                race_free=True,
-                notes=["leashed-helper was not found; reinstall leashed for the fast path"],
-            )
-        tree_mechanism = "leashed-helper supervise: PR_SET_CHILD_SUBREAPER + lifeline pipe"
-        tree_notes = [
+        mechanisms = _linux_mechanisms(bool(path), has_pidfd())
+    else:
+        mechanisms = _kqueue_mechanisms(bool(path))
+    default = default_mechanism() if path or not IS_LINUX else "preexec_fn"
+    return {
+        "platform": sys.platform,
+        "helper": helper,
+        "default": default,
+        "mechanisms": mechanisms,
+    }
+
+
+def _linux_mechanisms(helper: bool, pidfd: bool) -> dict[str, dict[str, Any]]:
+    if helper:
+        direct = _entry(
+            "leashed-helper direct: prctl(PR_SET_PDEATHSIG) + ppid recheck, then execve in "
+            "place (forks of other threads run on one long-lived thread)",
+            whole_tree=False,
+        )
+    else:
+        direct = _entry(
+            "FALLBACK preexec_fn: prctl(PR_SET_PDEATHSIG) + ppid recheck "
+            "(leashed-helper missing: fork() instead of vfork(), slower)",
+            whole_tree=False,
+            notes=["leashed-helper was not found; reinstall leashed for the fast path"],
+        )
+    supervisor = _entry(
+        "leashed-helper supervisor: PR_SET_CHILD_SUBREAPER + lifeline pipe; death signal, "
+        "grace, then SIGKILL",
+        whole_tree=True,
+        available=helper,
+        notes=[
+            "whole tree with tree=True (setsid'd and double-forked descendants included); "
+            "without tree only the target is ended",
             "descendants are signalled via pidfd after a start-time check"
             if pidfd
             else "no pidfd_open on this kernel: descendants are signalled by pid after a "
-            "start-time check (a tiny pid-reuse window)"
-        ]
-        modes["tree"] = _mode(
-            tree_mechanism, whole_tree=True, race_free=True, available=bool(path), notes=tree_notes
-        )
-        guardian_notes = ["guardian armed before the target runs; watches it with a pidfd"]
-    else:
-        modes["direct"] = _mode(
-            "leashed-helper guard: a detached guardian armed on kqueue (EVFILT_PROC) and the "
-            "lifeline before the target runs",
-            whole_tree=False,
-            race_free=True,
-            available=bool(path),
-        )
-        modes["tree"] = _non_linux_tree_mode(bool(path))
-        guardian_notes = ["watches the target with kqueue EVFILT_PROC/NOTE_EXIT"]
-    modes["grace"] = _mode(
-        "leashed-helper supervise: death signal, grace period, then SIGKILL",
-        whole_tree=modes["tree"]["whole_tree"],
-        race_free=True,
-        available=bool(path),
+            "start-time check (a tiny pid-reuse window)",
+        ],
     )
-    modes["guardian"] = _mode(
-        "leashed-helper guard: detached guardian on the lifeline pipe",
+    guardian = _entry(
+        "leashed-helper guardian: a detached guardian on the lifeline pipe, armed before "
+        "the target runs; watches the target with a pidfd",
         whole_tree=False,
-        race_free=True,
-        available=bool(path) and (pidfd or not IS_LINUX),
-        notes=guardian_notes,
+        available=helper and pidfd,
     )
-    return {"platform": sys.platform, "helper": helper, "modes": modes}
+    return {"direct": direct, "supervisor": supervisor, "guardian": guardian}
 
 
 _GROUP_NOTES = [
@@ -100,44 +90,50 @@ _GROUP_NOTES = [
 ]
 
 
-def _non_linux_tree_mode(available: bool) -> dict[str, Any]:
-    """Tree mode on macOS and the BSDs, where there is no Linux subreaper."""
+def _kqueue_mechanisms(helper: bool) -> dict[str, dict[str, Any]]:
+    """macOS and the BSDs: no parent-death signal, no Linux subreaper."""
+    guardian = _entry(
+        "leashed-helper guardian: a detached guardian armed on kqueue (EVFILT_PROC) and the "
+        "lifeline before the target runs",
+        whole_tree=False,
+        available=helper,
+    )
     if sys.platform.startswith("freebsd"):
-        return _mode(
-            "leashed-helper supervise: PROC_REAP_ACQUIRE reaper, PROC_REAP_KILL of every "
+        supervisor = _entry(
+            "leashed-helper supervisor: PROC_REAP_ACQUIRE reaper, PROC_REAP_KILL of every "
             "descendant; target in its own process group for signal relays",
             whole_tree=False,
-            race_free=True,
-            available=available,
+            available=helper,
             notes=["not yet verified on a FreeBSD machine", _GROUP_NOTES[1]],
         )
-    notes = list(_GROUP_NOTES)
-    if sys.platform != "darwin":
-        notes.append(
-            "this kernel counts a zombie group leader as a member: the grace period "
-            "always runs in full"
+    else:
+        notes = list(_GROUP_NOTES)
+        if sys.platform != "darwin":
+            notes.append(
+                "this kernel counts a zombie group leader as a member: the grace period "
+                "always runs in full"
+            )
+        supervisor = _entry(
+            "leashed-helper supervisor: target in its own process group; terminal signals "
+            "relayed to the group; the group ended on parent death",
+            whole_tree=False,
+            available=helper,
+            notes=notes,
         )
-    return _mode(
-        "leashed-helper supervise: target in its own process group; terminal signals "
-        "relayed to the group; the group ended on parent death",
-        whole_tree=False,
-        race_free=True,
-        available=available,
-        notes=notes,
-    )
+    return {"supervisor": supervisor, "guardian": guardian}
 
 
-def _mode(
-    mechanism: str,
+def _entry(
+    how: str,
     *,
     whole_tree: bool,
-    race_free: bool,
+    race_free: bool = True,
     available: bool = True,
     notes: list[str] | None = None,
 ) -> dict[str, Any]:
     return {
         "available": available,
-        "mechanism": mechanism,
+        "how": how,
         "whole_tree": whole_tree,
         "race_free": race_free,
         "notes": notes or [],

@@ -11,13 +11,13 @@ import signal
 import subprocess
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__, _helper
-from ._options import IS_LINUX, LeashPlan, validate_death_signal, validate_grace
-
-PROG = "leashed"
+from . import __version__, _doctor, _helper, _procfs
+from ._console import PROG, say
+from ._plan import validate_death_signal, validate_grace
+from ._platform import IS_LINUX, plan_for_cli
+from ._protocol import HelperCommand
 
 EPILOG = """\
 examples:
@@ -209,9 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if extras:
             parser.error(f"unrecognized arguments: {' '.join(extras)}")
         try:
-            from ._doctor import doctor
-
-            return doctor(as_json=args.json)
+            return _doctor.doctor(as_json=args.json)
         except BrokenPipeError:  # `leashed doctor | head`: the reader left, say nothing more
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 1
@@ -227,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             command, tree=args.tree, grace=args.grace, death_signal=args.death_signal, pid=args.pid
         )
     except CommandError as exc:
-        _say(str(exc))
+        say(str(exc))
         return exc.status
 
 
@@ -249,10 +247,6 @@ def _split_at_double_dash(words: list[str]) -> tuple[list[str], list[str] | None
 def _run_usage_error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
     print(f"usage: {RUN_USAGE}", file=sys.stderr)
     parser.exit(2, f"{PROG} run: error: {message}\n")
-
-
-def _say(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
 
 
 # -- leashed run -----------------------------------------------------------------------------
@@ -306,18 +300,8 @@ def process_exists(pid: int) -> bool:
     except PermissionError:
         pass
     if IS_LINUX:
-        return _state(pid) not in ("Z", "X", None)
+        return _procfs.is_running(pid)
     return True
-
-
-def run_plan(
-    *, tree: bool, grace: float | None, death_signal: int | None, pid: int | None
-) -> LeashPlan:
-    """The leash for ``leashed run``: direct on the parent, guardian on --pid, else supervisor."""
-    from ._popen import make_plan
-
-    mechanism = "guardian" if pid is not None and not tree and grace is None else None
-    return make_plan(tree=tree, grace=grace, death_signal=death_signal, mechanism=mechanism)
 
 
 def helper_command_line(
@@ -331,18 +315,21 @@ def helper_command_line(
     parent: int | None = None,
 ) -> list[str]:
     """The helper argv that ``leashed run`` execs (``parent`` defaults to os.getppid())."""
-    plan = run_plan(tree=tree, grace=grace, death_signal=death_signal, pid=pid)
+    plan = plan_for_cli(tree=tree, grace=grace, death_signal=death_signal, pid=pid)
     if parent is None:
         parent = os.getppid()
-    if pid is None:
-        # Exec mode: PDEATHSIG + getppid() check. Supervise/guard: pidfd on the parent, and
-        # -p so the helper re-checks getppid() once the pidfd is open (the parent may have
-        # died, and its pid been reused, before the watch started).
-        watched = None if plan.mechanism == "pdeathsig" else parent
-        cmd = _helper.helper_argv(plan, program, command, parent_pid=parent, watch_pid=watched)
+    if pid is not None:
+        helper_options = HelperCommand(plan, watch_pid=pid)
+    elif plan.mechanism == "direct":
+        # PDEATHSIG + getppid() check.
+        helper_options = HelperCommand(plan, parent_pid=parent)
     else:
-        cmd = _helper.helper_argv(plan, program, command, watch_pid=pid)
-    return [os.fspath(item) for item in cmd]
+        # A pidfd on the parent, and -p so the helper re-checks getppid() once the pidfd
+        # is open (the parent may have died, and its pid been reused, before the watch).
+        helper_options = HelperCommand(plan, parent_pid=parent, watch_pid=parent)
+    helper = _helper.helper_path()
+    assert helper is not None
+    return [os.fspath(item) for item in helper_options.argv(helper, program, command)]
 
 
 def exec_command(
@@ -363,19 +350,13 @@ def exec_command(
         )
     if pid is not None and not process_exists(pid):
         raise CommandError(1, f"--pid {pid}: no such process")
-    if IS_LINUX and (tree or grace is not None or pid is not None):
-        from ._capabilities import _linux_kernel_has_pidfd
-
-        if not _linux_kernel_has_pidfd():
-            raise CommandError(
-                1,
-                "--tree, --grace and --pid watch a process with a pidfd, and this kernel "
-                "has no pidfd_open (Linux 5.3+)",
-            )
     program = resolve_command(command[0])
-    cmd = helper_command_line(
-        command, program, tree=tree, grace=grace, death_signal=death_signal, pid=pid
-    )
+    try:
+        cmd = helper_command_line(
+            command, program, tree=tree, grace=grace, death_signal=death_signal, pid=pid
+        )
+    except RuntimeError as exc:
+        raise CommandError(1, str(exc)) from None
     _restore_signals()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -391,12 +372,3 @@ def _restore_signals() -> None:
         number = getattr(signal, name, None)
         if number is not None:
             signal.signal(number, signal.SIG_DFL)
-
-
-def _state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rpartition(")")[2].split()
-    return fields[0] if fields else None

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import selectors
-import signal
 import subprocess
 import sys
 import textwrap
@@ -19,15 +18,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from ._cli import _say, _state
-from ._options import IS_LINUX
+from . import __version__, _procfs
+from ._capabilities import capabilities
+from ._console import say
+from ._platform import IS_LINUX
 
 MARKER_VAR = "LEASHED_DOCTOR_MARKER"
 DOCTOR_GRACE_S = 0.5
 READY_TIMEOUT_S = 10.0
 REAP_TIMEOUT_S = 5.0
-MODE_ORDER = ("direct", "tree", "grace", "guardian")
+#: The doctor's scenarios, in order, and the mechanism each one proves.
+SCENARIOS = {
+    "direct": "direct",
+    "tree": "supervisor",
+    "grace": "supervisor",
+    "guardian": "guardian",
+}
 
 #: The sacrificial parent: spawns leashed children (one of them from a worker thread that
 #: exits at once, the case PDEATHSIG alone gets wrong), says "ready", waits to be killed.
@@ -76,11 +82,12 @@ _SHORT_DESCRIPTION = {
 
 @dataclass
 class ModeResult:
-    """What the doctor saw for one mode."""
+    """What the doctor saw for one scenario."""
 
-    mode: str
+    name: str
     available: bool
     mechanism: str
+    how: str
     whole_tree: bool
     scenario: str
     started: int = 0
@@ -98,10 +105,11 @@ class ModeResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "mode": self.mode,
+            "name": self.name,
             "available": self.available,
             "ok": self.ok,
             "mechanism": self.mechanism,
+            "how": self.how,
             "whole_tree": self.whole_tree,
             "scenario": self.scenario,
             "processes_started": self.started,
@@ -116,8 +124,6 @@ class ModeResult:
 
 def doctor(*, as_json: bool = False) -> int:
     """Run every available mode live; print a table (or JSON); 0 only if nothing survived."""
-    from ._capabilities import capabilities
-
     caps = capabilities()
     if not IS_LINUX:
         message = (
@@ -127,24 +133,25 @@ def doctor(*, as_json: bool = False) -> int:
         if as_json:
             print(json.dumps({"ok": False, "platform": sys.platform, "error": message}))
         else:
-            _say(message)
+            say(message)
         return 1
-    modes: dict[str, dict[str, Any]] = caps["modes"]
+    mechanisms: dict[str, dict[str, Any]] = caps["mechanisms"]
     results = []
-    for name in [m for m in MODE_ORDER if m in modes] + [m for m in modes if m not in MODE_ORDER]:
-        info = modes[name]
+    for name, mechanism in SCENARIOS.items():
+        info = mechanisms.get(mechanism)
+        if info is None:
+            continue
         result = ModeResult(
-            mode=name,
+            name=name,
             available=bool(info["available"]),
-            mechanism=str(info["mechanism"]),
-            whole_tree=bool(info["whole_tree"]),
+            mechanism=mechanism,
+            how=str(info["how"]),
+            whole_tree=bool(info["whole_tree"]) and name != "direct" and name != "guardian",
             scenario=_scenario(name),
             notes=list(info.get("notes", [])),
         )
-        if result.available and name in _EXPECTED:
+        if result.available:
             _prove(result)
-        elif result.available:
-            result.error = "no live test for this mode"
         results.append(result)
     ok = all(r.ok for r in results) and any(r.available for r in results)
     if as_json:
@@ -164,12 +171,11 @@ def _scenario(mode: str) -> str:
 def _prove(result: ModeResult) -> None:
     """Start the sacrificial parent, SIGKILL it once all is running, time the clean-up."""
     marker = uuid.uuid4().hex
-    needle = f"{MARKER_VAR}={marker}".encode()
-    expected_total, expected_sleeps = _EXPECTED[result.mode]
+    expected_total, expected_sleeps = _EXPECTED[result.name]
     result.expected = expected_total
-    grace = DOCTOR_GRACE_S if result.mode == "grace" else 0.0
+    grace = DOCTOR_GRACE_S if result.name == "grace" else 0.0
     parent = subprocess.Popen(
-        [sys.executable, "-c", _PARENT_CODE, result.mode, str(grace)],
+        [sys.executable, "-c", _PARENT_CODE, result.name, str(grace)],
         env=_parent_env(marker),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -178,13 +184,13 @@ def _prove(result: ModeResult) -> None:
     try:
         result.error = _wait_ready(parent)
         if result.error is None:
-            result.started = _wait_started(needle, parent.pid, expected_total, expected_sleeps)
+            result.started = _wait_started(marker, parent.pid, expected_total, expected_sleeps)
             if result.started < expected_total:
                 result.error = f"only {result.started} of {expected_total} processes started"
         started_at = time.monotonic()
         parent.kill()
         parent.wait()
-        survivors = _wait_gone(needle, REAP_TIMEOUT_S + grace)
+        survivors = _wait_gone(marker, REAP_TIMEOUT_S + grace)
         if survivors:
             result.survivors = survivors
         elif result.error is None:
@@ -196,7 +202,7 @@ def _prove(result: ModeResult) -> None:
         for stream in (parent.stdout, parent.stderr):
             if stream is not None:
                 stream.close()
-        _kill_marked(needle)
+        _procfs.kill_marked(MARKER_VAR, marker)
 
 
 def _parent_env(marker: str) -> dict[str, str]:
@@ -223,87 +229,24 @@ def _wait_ready(parent: subprocess.Popen[bytes]) -> str | None:
     return f"the test parent failed: {lines[-1] if lines else f'exit {parent.returncode}'}"
 
 
-def _wait_started(needle: bytes, parent: int, total: int, sleeps: int) -> int:
+def _wait_started(marker: str, parent: int, total: int, sleeps: int) -> int:
     """Wait until every expected process runs; return how many marked processes there are."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        pids = _marked(needle, exclude=parent)
-        asleep = sum(1 for pid in pids if _comm(pid) == "sleep")
-        if (len(pids) >= total and asleep >= sleeps) or time.monotonic() >= deadline:
-            return len(pids)
-        time.sleep(0.005)
+
+    def all_started() -> list[int]:
+        pids = _procfs.pids_with_env(MARKER_VAR, marker, exclude={parent})
+        asleep = sum(1 for pid in pids if _procfs.command_name(pid) == "sleep")
+        return pids if len(pids) >= total and asleep >= sleeps else []
+
+    _procfs.poll_until(all_started, READY_TIMEOUT_S, interval=0.005)
+    return len(_procfs.pids_with_env(MARKER_VAR, marker, exclude={parent}))
 
 
-def _wait_gone(needle: bytes, timeout: float) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while True:
-        left = _marked(needle)
-        if not left or time.monotonic() >= deadline:
-            return left
-        time.sleep(0.002)
-
-
-def _kill_marked(needle: bytes) -> None:
-    """SIGKILL what is left, by pid, re-checking the marker through a pidfd first."""
-    for _round in range(20):
-        pids = _marked(needle)
-        if not pids:
-            return
-        for pid in pids:
-            _kill_if_marked(pid, needle)
-        time.sleep(0.05)
-
-
-def _kill_if_marked(pid: int, needle: bytes) -> None:
-    if not sys.platform.startswith("linux"):
-        return  # the doctor runs on Linux only: it finds its processes through /proc
-    try:
-        pidfd: int | None = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    except OSError:  # no pidfd on this kernel: the marker check is the identity check
-        pidfd = None
-    try:
-        if not _has_marker(pid, needle):
-            return
-        if pidfd is not None:
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-        else:
-            os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
-    finally:
-        if pidfd is not None:
-            os.close(pidfd)
-
-
-def _marked(needle: bytes, exclude: int | None = None) -> list[int]:
-    """Live (not zombie) processes whose environment holds ``needle``."""
-    own = os.getpid()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        if pid in (own, exclude):
-            continue
-        if _has_marker(pid, needle) and _state(pid) not in ("Z", "X", None):
-            found.append(pid)
-    return found
-
-
-def _has_marker(pid: int, needle: bytes) -> bool:
-    try:
-        return needle in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return False
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
+def _wait_gone(marker: str, timeout: float) -> list[int]:
+    """The marked processes still alive after ``timeout`` (empty as soon as none is)."""
+    _procfs.poll_until(
+        lambda: not _procfs.pids_with_env(MARKER_VAR, marker), timeout, interval=0.002
+    )
+    return _procfs.pids_with_env(MARKER_VAR, marker)
 
 
 def _report(caps: dict[str, Any], results: list[ModeResult], ok: bool) -> dict[str, Any]:
@@ -313,12 +256,8 @@ def _report(caps: dict[str, Any], results: list[ModeResult], ok: bool) -> dict[s
         "platform": caps["platform"],
         "helper": caps["helper"],
         "grace_s": DOCTOR_GRACE_S,
-        "modes": [r.as_dict() for r in results],
+        "scenarios": [r.as_dict() for r in results],
     }
-
-
-def _short_mechanism(mechanism: str) -> str:
-    return mechanism.split(":", 1)[0].strip()
 
 
 def _table(caps: dict[str, Any], results: list[ModeResult], ok: bool) -> str:
@@ -327,18 +266,18 @@ def _table(caps: dict[str, Any], results: list[ModeResult], ok: bool) -> str:
         f"leashed {__version__} on {caps['platform']}, leashed-helper "
         f"{helper.get('version') or '-'} {helper.get('build') or ''} "
         f"({helper.get('path') or 'not installed'})".replace("  ", " "),
-        "each mode: a parent process starts leashed processes, is SIGKILLed, and we count "
+        "each scenario: a parent process starts leashed processes, is SIGKILLed, and we count "
         "what is left",
         "",
     ]
-    header = ["mode", "mechanism", "processes", "survivors", "time to reap", "scenario"]
+    header = ["scenario", "mechanism", "processes", "survivors", "time to reap", "scenario"]
     rows = [header]
     for r in results:
         if not r.available:
             rows.append(
                 [
-                    r.mode,
-                    _short_mechanism(r.mechanism),
+                    r.name,
+                    r.mechanism,
                     "-",
                     "-",
                     "unavailable",
@@ -348,16 +287,16 @@ def _table(caps: dict[str, Any], results: list[ModeResult], ok: bool) -> str:
             continue
         reap = f"{r.reap_ms:.1f} ms" if r.reap_ms is not None else "-"
         if r.survivors:
-            reap = f"> {REAP_TIMEOUT_S + (DOCTOR_GRACE_S if r.mode == 'grace' else 0):g} s"
+            reap = f"> {REAP_TIMEOUT_S + (DOCTOR_GRACE_S if r.name == 'grace' else 0):g} s"
         scenario = r.scenario
-        if r.mode == "grace":
+        if r.name == "grace":
             scenario += f" (grace {DOCTOR_GRACE_S:g} s)"
         if r.error:
             scenario = f"ERROR: {r.error}"
         rows.append(
             [
-                r.mode,
-                _short_mechanism(r.mechanism),
+                r.name,
+                r.mechanism,
                 str(r.started),
                 str(len(r.survivors)),
                 reap,
@@ -377,10 +316,10 @@ def _table(caps: dict[str, Any], results: list[ModeResult], ok: bool) -> str:
     if ok:
         lines.append(
             f"OK: nothing survived its SIGKILLed parent in {len(tested)} of {len(results)} "
-            "modes" + ("" if len(tested) == len(results) else " (the others are unavailable)")
+            "scenarios" + ("" if len(tested) == len(results) else " (the others are unavailable)")
         )
     else:
-        bad = [r.mode for r in tested if not r.ok]
+        bad = [r.name for r in tested if not r.ok]
         total = sum(len(r.survivors) for r in tested)
         lines.append(
             f"FAIL: {', '.join(bad) or 'no mode could be tested'}"

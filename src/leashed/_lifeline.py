@@ -2,44 +2,72 @@
 
 Supervisors and guardians get the read end. When this process dies by any death the
 kernel closes the write end, so they read EOF: "the whole parent is gone", whatever
-thread spawned them. Both ends are close-on-exec; a forked child (multiprocessing)
-drops its copy of the write end at once and makes its own lifeline if it spawns leashed
-children.
+thread spawned them. Both ends are close-on-exec and above fd 2; a forked child
+(multiprocessing) drops its copy of the write end at once and makes its own lifeline if
+it spawns leashed children.
+
+An application may close every fd (``os.closerange``) or reuse the numbers: before each
+use the pair is checked to be still the same pipe (device, inode, and the two ends of one
+pipe) and made anew if not.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import threading
 
-from ._helper import open_pipe_above_stdio
+from ._fds import pipe_above_stdio
 
 _lock = threading.Lock()
-_fds: tuple[int, int] | None = None
+#: (read fd, write fd, identity of the pipe) while we hold a lifeline.
+_held: tuple[int, int, tuple[int, int]] | None = None
 _inherited_read_fd: int | None = None
 
 
+def _identity(fd: int) -> tuple[int, int] | None:
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    if not stat.S_ISFIFO(st.st_mode):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _still_ours(held: tuple[int, int, tuple[int, int]]) -> bool:
+    read_fd, write_fd, identity = held
+    return _identity(read_fd) == identity and _identity(write_fd) == identity
+
+
 def lifeline_read_fd() -> int:
-    """The read end to pass to a helper; created on first use."""
-    global _fds, _inherited_read_fd
+    """The read end to pass to a helper; created on first use, re-created if lost."""
+    global _held, _inherited_read_fd
     with _lock:
-        if _fds is None:
+        if _held is not None and not _still_ours(_held):
+            _held = None  # closed or replaced behind our back: the numbers are not ours now
+        if _held is None:
             if _inherited_read_fd is not None:
-                os.close(_inherited_read_fd)
+                if _identity(_inherited_read_fd) is not None:
+                    os.close(_inherited_read_fd)
                 _inherited_read_fd = None
-            _fds = open_pipe_above_stdio()
-        return _fds[0]
+            read_fd, write_fd = pipe_above_stdio()
+            identity = _identity(read_fd)
+            assert identity is not None
+            _held = (read_fd, write_fd, identity)
+        return _held[0]
 
 
 def _forget_in_fork_child() -> None:
     # Only the write end is closed here: this hook also runs in subprocess's own child
     # before a preexec_fn, where the read end is about to be passed to a helper.
-    global _fds, _lock, _inherited_read_fd
+    global _held, _lock, _inherited_read_fd
     _lock = threading.Lock()
-    if _fds is not None:
-        os.close(_fds[1])
-        _inherited_read_fd = _fds[0]
-        _fds = None
+    if _held is not None:
+        if _still_ours(_held):
+            os.close(_held[1])
+            _inherited_read_fd = _held[0]
+        _held = None
 
 
 if hasattr(os, "register_at_fork"):

@@ -1,4 +1,4 @@
-"""Linux backend: the prctl fallback and the pidfd parent watch (no helper involved)."""
+"""Linux without the helper: the preexec_fn fallback, and the pidfd parent watch."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import ctypes.util
 import functools
 import os
 import select
+from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1
 
@@ -32,9 +33,22 @@ def arm_death_signal(death_signal: int, parent_pid: int) -> None:
         os._exit(1)
 
 
-def load_prctl_for_fallback() -> None:
-    """Load libc's prctl before forking, so the child does no dlopen."""
+def fallback_preexec_fn(
+    user_preexec_fn: Callable[[], object] | None, death_signal: int
+) -> Callable[[], None]:
+    """A preexec_fn that arms PR_SET_PDEATHSIG and rechecks the parent (no helper).
+
+    libc's prctl is loaded here, before the fork, so the child does no dlopen.
+    """
     _prctl()
+    parent_pid = os.getpid()
+
+    def arm() -> None:
+        arm_death_signal(death_signal, parent_pid)
+        if user_preexec_fn is not None:
+            user_preexec_fn()
+
+    return arm
 
 
 def open_parent_handle() -> tuple[int, int] | None:
@@ -64,4 +78,4 @@ def wait_for_exit(pidfd: int, stop_fd: int) -> bool:
     return pidfd in readable
 
 
-__all__ = ["arm_death_signal", "open_parent_handle", "wait_for_exit"]
+__all__ = ["arm_death_signal", "fallback_preexec_fn", "open_parent_handle", "wait_for_exit"]

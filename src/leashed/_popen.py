@@ -1,68 +1,18 @@
-"""leashed.Popen and the run/call/check_* family: subprocess's own API, leashed."""
+"""leashed.Popen and the run/call/check_* family: subprocess's own API, leashed.
+
+``Popen`` overrides only ``_execute_child`` (the one seam, bound by name in ``_seam``);
+the platform's backend (``_platform.BACKEND``) does the spawn, signals and drops.
+"""
 
 from __future__ import annotations
 
-import os
-import socket
-import struct
 import subprocess
-import sys
-from collections.abc import Callable
 from typing import Any, AnyStr
 
-from . import _helper, _spawner
-from ._lifeline import lifeline_read_fd
-from ._options import IS_LINUX, IS_WINDOWS, SIGKILL, LeashPlan, plan_leash
+from . import _seam
+from ._platform import BACKEND, IS_WINDOWS, plan_for_popen
 
 __all__ = ["Popen", "call", "check_call", "check_output", "run"]
-
-_CONTROL_MESSAGE = struct.Struct("=i")
-#: Control message asking a supervisor to end its tree as if the parent had died.
-CONTROL_RELEASE = 0
-#: How long to wait for a supervisor to confirm a signal before giving up on it.
-_CONTROL_TIMEOUT_S = 30.0
-
-# Positions in the argument list the standard library passes to Popen._execute_child,
-# the same on POSIX and Windows in 3.10 to 3.13.
-_ARGS, _EXECUTABLE, _PREEXEC_FN, _CLOSE_FDS, _PASS_FDS, _CWD, _ENV = range(7)
-_CREATIONFLAGS, _SHELL = 8, 9
-_GID, _GIDS, _UID = 17, 18, 19
-
-
-def default_mechanism() -> str:
-    """The mechanism a plain ``leashed.Popen(...)`` uses on this machine."""
-    if IS_WINDOWS:
-        return "job"
-    if not IS_LINUX:
-        return "guardian"
-    return "pdeathsig" if _helper.helper_path() is not None else "preexec_fn"
-
-
-def make_plan(**options: Any) -> LeashPlan:
-    """Validate leash options for this machine (shared by Popen, asyncio and wrap)."""
-    return plan_leash(
-        default_mechanism="guardian" if not IS_LINUX and not IS_WINDOWS else "pdeathsig",
-        **options,
-    )
-
-
-def target_of(args: Any, executable: Any, shell: bool) -> tuple[Any, list[Any]]:
-    """(program, argv) exactly as subprocess's POSIX _execute_child would exec them."""
-    argv: list[Any]
-    if isinstance(args, (str, bytes)):
-        argv = [args]
-    elif isinstance(args, os.PathLike):
-        if shell:
-            raise TypeError("path-like args is not allowed when shell is true")
-        argv = [args]
-    else:
-        argv = list(args)
-    if shell:
-        argv = ["/bin/sh", "-c", *argv]
-        if executable:
-            argv[0] = executable
-    program = argv[0] if executable is None else executable
-    return program, argv
 
 
 class Popen(subprocess.Popen[AnyStr]):
@@ -71,19 +21,19 @@ class Popen(subprocess.Popen[AnyStr]):
     Takes every ``subprocess.Popen`` argument with its usual meaning, plus keyword-only
     leash options:
 
-    - ``tree``: end every descendant too (Linux: a subreaper supervisor); ``pid`` is then
-      the supervisor's, and ``kill()`` / ``terminate()`` / ``send_signal()`` act on the tree.
-    - ``grace``: seconds between the death signal and SIGKILL (implies the supervisor).
+    - ``tree``: end every descendant too, not only the target (a supervisor: on Linux a
+      child subreaper). ``pid`` is then the supervisor's, and ``kill()`` /
+      ``terminate()`` / ``send_signal()`` act through it.
+    - ``grace``: seconds between the death signal and SIGKILL (uses the supervisor; the
+      death signal is then SIGTERM unless given).
     - ``death_signal``: the signal the child gets when the parent dies (SIGKILL by
-      default; SIGTERM by default when ``grace`` is set).
-    - ``kill_on_drop``: end the child when this object is garbage-collected while the
-      child still runs, as if the parent had died (default True).
-    - ``mechanism``: force ``"pdeathsig"``, ``"supervisor"`` or ``"guardian"``.
+      default).
+    - ``kill_on_drop``: end the child, as if the parent had died, when this object is
+      garbage-collected while the child runs. Default False: a dropped child keeps
+      running, exactly as with subprocess (reaped later, ResourceWarning), and still dies
+      with this process.
+    - ``mechanism``: force ``"direct"``, ``"supervisor"`` or ``"guardian"``.
     """
-
-    _leash: LeashPlan
-    _control: socket.socket | None
-    _job: object
 
     def __init__(
         self,
@@ -92,174 +42,56 @@ class Popen(subprocess.Popen[AnyStr]):
         tree: bool = False,
         grace: float | None = None,
         death_signal: int | None = None,
-        kill_on_drop: bool = True,
+        kill_on_drop: bool = False,
         mechanism: str | None = None,
         **popen_kwargs: Any,
     ) -> None:
-        self._control = None
-        self._job = None
-        self._leash = make_plan(
+        plan = plan_for_popen(
             tree=tree,
             grace=grace,
             death_signal=death_signal,
             kill_on_drop=kill_on_drop,
             mechanism=mechanism,
         )
-        if self._leash.mechanism == "pdeathsig" and _helper.helper_path() is None:
-            if not IS_LINUX:
-                raise RuntimeError("leashed-helper is not installed; reinstall leashed")
-            _helper.warn_helper_missing()
-            self._leash = self._leash.with_mechanism("preexec_fn")
-        elif self._leash.mechanism in ("supervisor", "guardian") and _helper.helper_path() is None:
-            raise RuntimeError(
-                f"the {self._leash.mechanism} needs leashed-helper, which is not installed "
-                f"(looked in the leashed package and ${_helper.HELPER_ENV}); reinstall leashed"
-            )
+        self._leash = BACKEND.ChildLeash(plan)
         super().__init__(args, *popen_args, **popen_kwargs)
 
     @property
     def kill_on_drop(self) -> bool:
         """Whether dropping this object while the child runs ends the child."""
-        return self._leash.kill_on_drop
+        return bool(self._leash.plan.kill_on_drop)
 
     @property
     def mechanism(self) -> str:
-        """The mechanism that leashes this child: pdeathsig, supervisor, guardian, job, ..."""
-        return self._leash.mechanism
+        """How this child is leashed: direct, supervisor, guardian, job or preexec_fn."""
+        return str(self._leash.plan.mechanism)
 
-    # -- spawning -------------------------------------------------------------------------
-
-    def _execute_child(self, *call: Any) -> None:
-        if IS_WINDOWS:
-            self._execute_child_windows(list(call))
-        else:
-            self._execute_child_posix(list(call))
-
-    def _execute_child_posix(self, call: list[Any]) -> None:
-        plan = self._leash
-        program, argv = target_of(call[_ARGS], call[_EXECUTABLE], call[_SHELL])
-        sys.audit("subprocess.Popen", program, argv, call[_CWD], call[_ENV])
-        spawn = super()._execute_child  # type: ignore[misc]
-        if plan.mechanism == "preexec_fn":
-            call[_PREEXEC_FN] = _fallback_preexec_fn(call[_PREEXEC_FN], plan.death_signal)
-            _spawner.on_long_lived_thread(lambda: spawn(*call))
-            return
-
-        report_read, report_write = _helper.open_pipe_above_stdio()
-        child_ends: list[int] = [report_write]
-        lifeline = control_child = None
-        if plan.mechanism == "pdeathsig":
-            parent_pid: int | None = os.getpid()
-        else:
-            parent_pid = None
-            lifeline = lifeline_read_fd()
-            child_ends.append(lifeline)
-        if plan.mechanism == "supervisor":
-            self._control, control_peer = socket.socketpair()
-            control_child = control_peer.detach()
-            child_ends.append(control_child)
-        # user=/group=/extra_groups= move into the helper: it must be executed with our
-        # rights (the new user may not reach it) and arm the leash after the change.
-        credentials = (call[_UID], call[_GID], call[_GIDS])
-        call[_UID] = call[_GID] = call[_GIDS] = None
-        call[_ARGS] = _helper.helper_argv(
-            plan,
-            program,
-            argv,
-            report_fd=report_write,
-            lifeline_fd=lifeline,
-            control_fd=control_child,
-            parent_pid=parent_pid,
-            credentials=credentials,
-        )
-        call[_EXECUTABLE] = call[_ARGS][0]
-        call[_SHELL] = False
-        call[_PASS_FDS] = (*call[_PASS_FDS], *child_ends)
-        try:
-            if plan.mechanism == "pdeathsig":
-                _spawner.on_long_lived_thread(lambda: spawn(*call))
-            else:
-                spawn(*call)
-        except BaseException:
-            os.close(report_read)
-            self._close_control()
-            raise
-        finally:
-            os.close(report_write)
-            if control_child is not None:
-                os.close(control_child)
-        failure = _helper.read_report(report_read)
-        if failure is not None:
-            self._reap_failed_start()
-            self._close_control()
-            raise _helper.report_error(*failure, filename=program)
-
-    def _execute_child_windows(self, call: list[Any]) -> None:
-        from . import _windows
-
-        requested = call[_CREATIONFLAGS]
-        call[_CREATIONFLAGS] = _windows.prepare_creationflags(requested)
-        super()._execute_child(*call)  # type: ignore[misc]
-        try:
-            self._job = _windows.attach_and_resume(
-                int(self._handle),  # type: ignore[attr-defined]
-                self.pid,
-                keep_suspended=bool(requested & _windows.CREATE_SUSPENDED),
-            )
-        except BaseException:
-            self._reap_failed_start()
-            raise
-
-    def _reap_failed_start(self) -> None:
-        """Collect a child that never ran its target, so nothing half-started remains."""
-        try:
-            self.wait(timeout=30)
-        except Exception:
-            self.returncode = sys.maxsize
-
-    # -- signals and dropping -------------------------------------------------------------
+    def _execute_child(self, *args: Any, **kwargs: Any) -> None:
+        BACKEND.execute_child(self, _seam.bind(args, kwargs))
 
     def send_signal(self, sig: int) -> None:
-        """Send ``sig``; a tree-mode child passes it to the target, SIGKILL ends the tree."""
-        if self._control is None:
-            super().send_signal(sig)
-            return
-        self.poll()
-        if self.returncode is not None:
-            return
-        if not self._tell_supervisor(int(sig)):
-            super().send_signal(sig)
-
-    def _tell_supervisor(self, message: int) -> bool:
-        """Send one control message and wait for its acknowledgement."""
-        control = self._control
-        if control is None:
-            return False
-        try:
-            control.settimeout(_CONTROL_TIMEOUT_S)
-            control.sendall(_CONTROL_MESSAGE.pack(message))
-            if message == CONTROL_RELEASE:
-                return True
-            return control.recv(1) != b""
-        except OSError:
-            return False
-
-    def _close_control(self) -> None:
-        if self._control is not None:
-            self._control.close()
-            self._control = None
+        """Send ``sig``; through a supervisor it reaches the target (SIGKILL: the tree)."""
+        BACKEND.send_signal(self, sig, super().send_signal)
 
     def wait(self, timeout: float | None = None) -> int:
-        """As subprocess.Popen.wait; also releases the supervisor's control socket."""
+        """As subprocess.Popen.wait; also releases what the leash held for the child."""
         returncode = super().wait(timeout)
-        self._close_control()
+        self._leash.close()
         return returncode
+
+    def drop(self) -> None:
+        """End the child as if the parent had died (its death signal, its grace).
+
+        What garbage collection does with ``kill_on_drop=True``; leashed.asyncio calls it
+        when its Process object is dropped.
+        """
+        BACKEND.drop(self)
 
     def __del__(self) -> None:
         leash = getattr(self, "_leash", None)
         if (
             leash is not None
-            and leash.kill_on_drop
+            and leash.plan.kill_on_drop
             and getattr(self, "_child_created", False)
             and self.returncode is None
         ):
@@ -268,42 +100,6 @@ class Popen(subprocess.Popen[AnyStr]):
             except Exception:
                 pass
         super().__del__()
-
-    def drop(self) -> None:
-        """End the child as if the parent had died (its death signal, its grace).
-
-        What garbage collection does with ``kill_on_drop``; leashed.asyncio calls it when
-        its Process object is dropped.
-        """
-        if self.poll() is not None:
-            return
-        if self._control is not None:
-            self._tell_supervisor(CONTROL_RELEASE)
-            self._close_control()
-            return
-        if IS_WINDOWS:
-            self.kill()
-        else:
-            os.kill(self.pid, self._leash.death_signal)
-        if self._leash.death_signal == SIGKILL:
-            self.wait(timeout=5)
-
-
-def _fallback_preexec_fn(
-    user_preexec_fn: Callable[[], object] | None, death_signal: int
-) -> Callable[[], None]:
-    """A preexec_fn that arms PR_SET_PDEATHSIG and rechecks the parent (no helper)."""
-    from ._linux import arm_death_signal, load_prctl_for_fallback
-
-    load_prctl_for_fallback()
-    parent_pid = os.getpid()
-
-    def arm() -> None:
-        arm_death_signal(death_signal, parent_pid)
-        if user_preexec_fn is not None:
-            user_preexec_fn()
-
-    return arm
 
 
 # -- the convenience functions, mirroring subprocess's own ---------------------------------

@@ -3,28 +3,49 @@
 Linux delivers PR_SET_PDEATHSIG when the *thread* that forked the child exits, not the
 process (golang/go#27505). A child forked by a short-lived worker thread would die with
 that thread. Forks from the main thread stay where they are; every other thread hands
-its fork to this one thread, which lives as long as the process.
+its fork to this one thread, which lives as long as the process. The fork runs with the
+calling thread's signal mask, so the child gets the mask subprocess would have given it.
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import signal
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+_Job = tuple[Callable[[], Any], "set[int] | None", list[Any], threading.Event]
+
 _lock = threading.Lock()
-_jobs: queue.SimpleQueue[tuple[Callable[[], Any], list[Any], threading.Event]] | None = None
+_jobs: queue.SimpleQueue[_Job] | None = None
 
 
-def _serve(jobs: queue.SimpleQueue[tuple[Callable[[], Any], list[Any], threading.Event]]) -> None:
+def _caller_mask() -> set[int] | None:
+    if sys.platform == "win32":
+        return None
+    return set(signal.pthread_sigmask(signal.SIG_BLOCK, ()))
+
+
+def _run_with_mask(job: Callable[[], Any], mask: set[int] | None) -> Any:
+    if mask is None or sys.platform == "win32":
+        return job()
+    own = signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    try:
+        return job()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, own)
+
+
+def _serve(jobs: queue.SimpleQueue[_Job]) -> None:
     while True:
-        job, result, done = jobs.get()
+        job, mask, result, done = jobs.get()
         try:
-            result.append((True, job()))
+            result.append((True, _run_with_mask(job, mask)))
         except BaseException as exc:
             result.append((False, exc))
         finally:
@@ -32,12 +53,11 @@ def _serve(jobs: queue.SimpleQueue[tuple[Callable[[], Any], list[Any], threading
             del job, result, done
 
 
-def _start() -> queue.SimpleQueue[tuple[Callable[[], Any], list[Any], threading.Event]]:
+def _start() -> queue.SimpleQueue[_Job]:
     global _jobs
     with _lock:
         if _jobs is None:
-            jobs: queue.SimpleQueue[tuple[Callable[[], Any], list[Any], threading.Event]]
-            jobs = queue.SimpleQueue()
+            jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
             thread = threading.Thread(
                 target=_serve, args=(jobs,), name="leashed-spawner", daemon=True
             )
@@ -47,13 +67,15 @@ def _start() -> queue.SimpleQueue[tuple[Callable[[], Any], list[Any], threading.
 
 
 def on_long_lived_thread(job: Callable[[], T]) -> T:
-    """Run ``job`` on a thread that lives as long as the process; return or raise its result."""
+    """Run ``job`` on a thread that lives as long as the process, with this thread's
+    signal mask; return or raise its result."""
     if threading.current_thread() is threading.main_thread():
         return job()
     jobs = _start()
+    mask = _caller_mask()
     result: list[Any] = []
     done = threading.Event()
-    jobs.put((job, result, done))
+    jobs.put((job, mask, result, done))
     done.wait()
     ok, value = result[0]
     if ok:

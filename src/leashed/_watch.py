@@ -7,7 +7,9 @@ import select
 import threading
 from collections.abc import Callable
 
-from ._options import IS_LINUX, IS_WINDOWS
+from . import _windows
+from ._linux import open_parent_handle, wait_for_exit
+from ._platform import IS_LINUX, IS_WINDOWS
 
 #: Exit status of a process ended by watch_parent's default action.
 EXIT_PARENT_DIED = 1
@@ -51,9 +53,7 @@ def watch_parent(on_death: Callable[[], object] | None = None) -> ParentWatch:
     action: Callable[[], object] = on_death if on_death is not None else _default_on_death
     stop_read, stop_write = os.pipe()
     if IS_WINDOWS:
-        from ._windows import open_parent_wait
-
-        parent, waiter, mechanism = open_parent_wait(stop_read)
+        parent, waiter, mechanism = _windows.open_parent_wait(stop_read)
     elif IS_LINUX:
         parent, waiter, mechanism = _linux_waiter(stop_read)
     else:
@@ -73,8 +73,6 @@ def watch_parent(on_death: Callable[[], object] | None = None) -> ParentWatch:
 
 
 def _linux_waiter(stop_fd: int) -> tuple[int, Callable[[], bool], str]:
-    from ._linux import open_parent_handle, wait_for_exit
-
     handle = open_parent_handle()
     if handle is None:
         return _polling_waiter(stop_fd)

@@ -19,7 +19,10 @@ import os
 import sys
 import threading
 from collections.abc import Callable
-from typing import Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
+
+from . import _seam
+from ._plan import LeashPlan
 
 __all__ = [
     "CREATE_BREAKAWAY_FROM_JOB",
@@ -27,16 +30,21 @@ __all__ = [
     "IO_COUNTERS",
     "JOBOBJECT_BASIC_LIMIT_INFORMATION",
     "JOBOBJECT_EXTENDED_LIMIT_INFORMATION",
+    "ChildLeash",
     "JobHandle",
     "Kernel32Api",
     "ProcessJob",
+    "after_spawn",
     "attach_and_resume",
     "caller_wants_suspended",
     "check_leash_options",
+    "drop",
+    "execute_child",
     "get_api",
     "kill_on_close_limits",
     "open_parent_wait",
     "prepare_creationflags",
+    "send_signal",
     "set_api_for_tests",
     "windows_capabilities",
 ]
@@ -632,3 +640,51 @@ def open_parent_wait(stop_fd: int) -> tuple[int, Callable[[], bool], str]:
             api.CloseHandle(handle)
 
     return parent, wait, "process handle"
+
+
+# -- the backend interface (as _posix's) ----------------------------------------------------
+
+
+class ChildLeash:
+    """What a Windows child's leash holds: the job it was put in (kept while it may run)."""
+
+    def __init__(self, plan: LeashPlan) -> None:
+        self.plan = plan
+        self.job: JobHandle | None = None
+
+    def close(self) -> None:
+        """Nothing to release: the job is closed only by this process's death."""
+
+
+def after_spawn(popen: Any, requested_flags: int) -> JobHandle:
+    """Put a child created suspended by the stdlib (or by asyncio) into the job, resume it.
+
+    On failure the child has been terminated and the error is raised; the caller reaps it.
+    """
+    return attach_and_resume(
+        int(popen._handle), popen.pid, keep_suspended=caller_wants_suspended(requested_flags)
+    )
+
+
+def execute_child(popen: Any, call: dict[str, Any]) -> None:
+    """The stdlib's own CreateProcess, suspended, then into the kill-on-close job."""
+    requested = call["creationflags"]
+    call["creationflags"] = prepare_creationflags(requested)
+    _seam.STDLIB_EXECUTE_CHILD(popen, **call)
+    try:
+        popen._leash.job = after_spawn(popen, requested)
+    except BaseException:
+        _seam.reap_failed_start(popen)
+        raise
+
+
+def send_signal(popen: Any, sig: int, stdlib_send: Callable[[int], None]) -> None:
+    """As subprocess's (TerminateProcess for SIGTERM/SIGKILL, CTRL events)."""
+    del popen
+    stdlib_send(sig)
+
+
+def drop(popen: Any) -> None:
+    """A dropped child with kill_on_drop ends at once, as the job would end it."""
+    if popen.poll() is None:
+        popen.kill()

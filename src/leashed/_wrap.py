@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
-import threading
 from collections.abc import Sequence
 from typing import Any
 
 from . import _helper
-from ._capabilities import _linux_kernel_has_pidfd
-from ._options import IS_LINUX, IS_WINDOWS, LeashPlan
+from ._platform import plan_for_wrap
+from ._protocol import HelperCommand
 
 __all__ = ["wrap"]
 
@@ -36,25 +34,25 @@ def wrap(
 
     Which mechanism is used (Linux):
 
-    - **direct** (``exec`` helper mode, ``prctl(PR_SET_PDEATHSIG)`` + a check that the
-      helper's parent is ``os.getpid()``): when ``wrap`` is called on the main thread, with
+    - **direct** (``prctl(PR_SET_PDEATHSIG)`` + a check that the helper's
+      parent is ``os.getpid()``): when ``wrap`` is called on the main thread, with
       no ``tree``/``grace``, outside a trio run. The spawned process *is* the target (same
       pid). Two conditions: the argv must be executed by a direct child of this process
       (a spawner that forks and execs it, as subprocess, asyncio, anyio and trio do — not
       through a shell), else the helper exits 1 at once; and the thread that forks must live
       as long as the child, because the kernel's parent-death signal follows the forking
       *thread*. So spawn on the thread that called ``wrap``.
-    - **guardian** (``guard`` helper mode, ``-w os.getpid()``): when ``wrap`` is called off
+    - **guardian** (``-w os.getpid()``): when ``wrap`` is called off
       the main thread, or inside a trio run (trio forks on a worker thread that exits when
       idle). A detached guardian watches this *process* through a pidfd, whatever thread
       spawned the child and however deep below this process the argv is executed. The
       spawned process is still the target (same pid).
-    - **supervisor** (``supervise`` helper mode, ``-w os.getpid()``): with ``tree=True`` or
+    - **supervisor** (``-w os.getpid()``): with ``tree=True`` or
       ``grace``. The spawned process is the supervisor; it passes on signals sent to it
       and exits with the target's status. With ``tree=True`` it ends every descendant.
       Its pidfd watch is on this process, so any thread may spawn it.
 
-    ``mechanism=`` (``"pdeathsig"``, ``"guardian"``, ``"supervisor"``) forces one, as for
+    ``mechanism=`` (``"direct"``, ``"guardian"``, ``"supervisor"``) forces one, as for
     ``leashed.Popen``. On macOS and the BSDs the default is the guardian (kqueue).
 
     There is no report pipe: if the target cannot be executed (not found, not executable),
@@ -68,53 +66,14 @@ def wrap(
     foreign spawner (Windows: use ``leashed.Popen``, whose job object needs the handle).
     """
     target = _checked_argv(argv)
-    plan = _plan(tree=tree, grace=grace, death_signal=death_signal, mechanism=mechanism)
-    if plan.mechanism == "pdeathsig":
-        return _as_str(_helper.helper_argv(plan, target[0], target, parent_pid=os.getpid()))
-    return _as_str(_helper.helper_argv(plan, target[0], target, watch_pid=os.getpid()))
-
-
-def direct_mode_is_safe() -> bool:
-    """True when a child spawned from this thread, right now, may rely on PDEATHSIG."""
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    return not _in_trio()
-
-
-def _in_trio() -> bool:
-    """Inside trio.run (also anyio on trio): trio forks on short-lived worker threads."""
-    sniffio = sys.modules.get("sniffio")
-    if sniffio is None:
-        return False
-    try:
-        return bool(sniffio.current_async_library() == "trio")
-    except Exception:
-        return False
-
-
-def _plan(*, tree: Any, grace: Any, death_signal: Any, mechanism: Any) -> LeashPlan:
-    from ._popen import make_plan
-
-    if IS_WINDOWS:
-        raise RuntimeError(
-            "leashed.wrap is not available on Windows: the kill-on-close job object needs "
-            "the child's process handle; use leashed.Popen or leashed.asyncio"
-        )
-    plan = make_plan(tree=tree, grace=grace, death_signal=death_signal, mechanism=mechanism)
-    if _helper.helper_path() is None:
-        raise RuntimeError(
-            f"leashed.wrap needs leashed-helper, which is not installed (looked in the "
-            f"leashed package and ${_helper.HELPER_ENV}); reinstall leashed"
-        )
-    if plan.mechanism == "pdeathsig" and mechanism is None and not direct_mode_is_safe():
-        plan = plan.with_mechanism("guardian")
-    if IS_LINUX and plan.mechanism != "pdeathsig" and not _linux_kernel_has_pidfd():
-        raise RuntimeError(
-            f"leashed.wrap with the {plan.mechanism} watches this process with a pidfd, and "
-            "this kernel has no pidfd_open (Linux 5.3+); call wrap() on the main thread "
-            "without tree/grace, or use leashed.Popen"
-        )
-    return plan
+    plan = plan_for_wrap(tree=tree, grace=grace, death_signal=death_signal, mechanism=mechanism)
+    if plan.mechanism == "direct":
+        command = HelperCommand(plan, parent_pid=os.getpid())
+    else:
+        command = HelperCommand(plan, watch_pid=os.getpid())
+    helper = _helper.helper_path()
+    assert helper is not None
+    return _as_str(command.argv(helper, target[0], target))
 
 
 def _checked_argv(argv: object) -> list[str]:

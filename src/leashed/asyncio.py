@@ -24,7 +24,11 @@ from asyncio import streams
 from collections.abc import Callable
 from typing import IO, Any
 
-from ._options import IS_WINDOWS, SIGKILL
+import leashed
+
+from . import _windows
+from ._plan import SIGKILL
+from ._platform import IS_WINDOWS, plan_for_popen
 from ._popen import Popen
 
 __all__ = [
@@ -102,6 +106,9 @@ async def _create(
     limit: int,
     kwds: dict[str, Any],
 ) -> Process:
+    # asyncio's own transport kills a child that still runs when it is closed: the same
+    # default here (leashed.Popen's is subprocess's: keep running).
+    kwds.setdefault("kill_on_drop", True)
     if IS_WINDOWS:
         return await _create_windows(args, shell, stdin, stdout, stderr, limit, kwds)
     loop = asyncio.get_running_loop()
@@ -110,7 +117,8 @@ async def _create(
         asyncio.StreamReader(limit=limit, loop=loop) if stream == PIPE else None
         for stream in (stdout, stderr)
     ]
-    popen: Popen[bytes] = Popen(
+    # Looked up at call time, so a test that patches leashed.Popen intercepts this too.
+    popen: Popen[bytes] = leashed.Popen(
         args, shell=shell, stdin=stdin, stdout=stdout, stderr=stderr, bufsize=0, **kwds
     )
     ends = [_PipeEnd.take(f) for f in (popen.stdin, popen.stdout, popen.stderr)]
@@ -162,10 +170,7 @@ async def _create_windows(
     The child runs no instruction before it is in the kill-on-close job; if it cannot be
     assigned it is terminated and the error raised. Returns asyncio's own Process.
     """
-    from . import _windows
-    from ._popen import make_plan
-
-    make_plan(**{name: kwds.pop(name) for name in _LEASH_OPTIONS if name in kwds})
+    plan_for_popen(**{name: kwds.pop(name) for name in _LEASH_OPTIONS if name in kwds})
     requested = kwds.pop("creationflags", 0)
     kwds["creationflags"] = _windows.prepare_creationflags(requested)
     streams: dict[str, Any] = {"stdin": stdin, "stdout": stdout, "stderr": stderr, "limit": limit}
@@ -176,11 +181,7 @@ async def _create_windows(
         proc = await asyncio.create_subprocess_exec(program, *rest, **streams, **kwds)
     popen = proc._transport.get_extra_info("subprocess")  # type: ignore[attr-defined]
     try:
-        popen.leashed_job = _windows.attach_and_resume(
-            int(popen._handle),
-            popen.pid,
-            keep_suspended=bool(requested & _windows.CREATE_SUSPENDED),
-        )
+        popen.leashed_job = _windows.after_spawn(popen, requested)
     except BaseException:
         await proc.wait()
         raise

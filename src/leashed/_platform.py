@@ -1,0 +1,144 @@
+"""The one place that turns leash options + this platform + this machine into a plan.
+
+Every API asks here: ``leashed.Popen`` and ``leashed.asyncio`` (``plan_for_popen``),
+``leashed.wrap`` (``plan_for_wrap``), ``leashed run`` (``plan_for_cli``), and
+``capabilities()`` (``has_pidfd``). The backend that carries a plan out is chosen here
+too (``backend()``), as trio's ``_subprocess_platform`` and psutil's ``_psplatform`` do.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import threading
+from typing import Any
+
+from . import _helper, _windows
+from ._plan import LeashPlan, LeashRequest, Mechanism, plan_from, validate_request
+
+IS_WINDOWS = sys.platform == "win32"
+IS_LINUX = sys.platform.startswith("linux")
+#: macOS and the BSDs: no parent-death signal in the kernel; kqueue watches processes.
+IS_KQUEUE = not IS_WINDOWS and not IS_LINUX
+
+
+@functools.cache
+def has_pidfd() -> bool:
+    """Whether this kernel has pidfd_open (Linux 5.3+) and we may use it (no seccomp ban)."""
+    if not hasattr(os, "pidfd_open"):
+        return False
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return False
+    return True
+
+
+def default_mechanism() -> Mechanism:
+    """What a plain ``leashed.Popen(...)`` uses here (the helper assumed present)."""
+    if IS_WINDOWS:
+        return "job"
+    return "direct" if IS_LINUX else "guardian"
+
+
+def _mechanism_for(request: LeashRequest) -> Mechanism:
+    if request.mechanism is not None:
+        return request.mechanism
+    if request.tree or request.grace_s is not None:
+        return "supervisor"
+    return default_mechanism()
+
+
+def _windows_plan(request: LeashRequest) -> LeashPlan:
+    if request.mechanism is not None:
+        raise ValueError("mechanism cannot be chosen on Windows: it always uses a job object")
+    _windows.check_leash_options(request.tree, request.grace_s, request.death_signal)
+    return LeashPlan("job", 9, 0, True, request.kill_on_drop)
+
+
+def plan_for_popen(**options: Any) -> LeashPlan:
+    """The plan of a ``leashed.Popen`` / ``leashed.asyncio`` child.
+
+    Without the helper, the direct mechanism falls back to a preexec_fn on Linux (with a
+    HelperMissingWarning); the mechanisms that need the helper raise RuntimeError.
+    """
+    request = validate_request(**options)
+    if IS_WINDOWS:
+        return _windows_plan(request)
+    plan = plan_from(request, _mechanism_for(request))
+    if _helper.helper_path() is not None:
+        return plan
+    if plan.mechanism == "direct" and IS_LINUX:
+        _helper.warn_helper_missing()
+        return plan.with_mechanism("preexec_fn")
+    raise _helper.missing_error(f"the {plan.mechanism}")
+
+
+def direct_is_safe_here() -> bool:
+    """True when a child spawned from this thread, now, may rely on PR_SET_PDEATHSIG.
+
+    It follows the forking *thread*: only the main thread is known to live as long as the
+    process. trio forks on worker threads that exit when idle, even from the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    sniffio = sys.modules.get("sniffio")
+    if sniffio is None:
+        return True
+    try:
+        return bool(sniffio.current_async_library() != "trio")
+    except Exception:
+        return True
+
+
+def _require_pidfd(plan: LeashPlan, what: str, hint: str) -> None:
+    if IS_LINUX and plan.mechanism != "direct" and not has_pidfd():
+        raise RuntimeError(
+            f"{what} with the {plan.mechanism} watches a process with a pidfd, and this "
+            f"kernel has no pidfd_open (Linux 5.3+); {hint}"
+        )
+
+
+def plan_for_wrap(**options: Any) -> LeashPlan:
+    """The plan of ``leashed.wrap``: its argv may be executed by any thread of a spawner
+    we do not control, so direct mode is used only where it is safe, unless forced."""
+    if IS_WINDOWS:
+        raise RuntimeError(
+            "leashed.wrap is not available on Windows: the kill-on-close job object needs "
+            "the child's process handle; use leashed.Popen or leashed.asyncio"
+        )
+    request = validate_request(**options)
+    plan = plan_from(request, _mechanism_for(request))
+    if _helper.helper_path() is None:
+        raise _helper.missing_error("leashed.wrap")
+    if plan.mechanism == "direct" and request.mechanism is None and not direct_is_safe_here():
+        plan = plan.with_mechanism("guardian")
+    _require_pidfd(plan, "leashed.wrap", "call wrap() on the main thread without tree/grace")
+    return plan
+
+
+def plan_for_cli(
+    *, tree: bool, grace: float | None, death_signal: int | None, pid: int | None
+) -> LeashPlan:
+    """The plan of ``leashed run``: direct on its parent, the guardian for --pid alone,
+    the supervisor for --tree/--grace."""
+    mechanism = "guardian" if pid is not None and not tree and grace is None else None
+    request = validate_request(
+        tree=tree, grace=grace, death_signal=death_signal, mechanism=mechanism
+    )
+    plan = plan_from(request, _mechanism_for(request))
+    if _helper.helper_path() is None:
+        raise _helper.missing_error("leashed run")
+    _require_pidfd(plan, "leashed run", "run it without --tree, --grace and --pid")
+    return plan
+
+
+#: The module that spawns, signals and drops children on this platform; both offer
+#: ``execute_child``, ``send_signal``, ``drop`` and ``capabilities``.
+if sys.platform == "win32":
+    BACKEND: Any = _windows
+else:
+    from . import _posix
+
+    BACKEND = _posix

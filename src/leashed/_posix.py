@@ -1,0 +1,278 @@
+"""POSIX backend: every child is executed through leashed-helper (Linux, macOS, BSDs).
+
+One spawn: validate the ids as ``_posixsubprocess`` would, open the report pipe (and the
+lifeline, the control socket), rewrite the stdlib's ``_execute_child`` call so that it
+executes the helper with the user's program after ``--``, spawn on a thread that lives as
+long as the process where the mechanism needs it, then read the helper's report. Every
+fd opened for the spawn is closed on every path.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import _helper, _lifeline, _seam, _spawner
+from ._fds import FdSet, pipe_above_stdio, socketpair_above_stdio
+from ._linux import fallback_preexec_fn
+from ._plan import SIGKILL, LeashPlan
+from ._protocol import (
+    CONTROL_ANSWER,
+    CONTROL_REQUEST,
+    ControlOp,
+    HelperCommand,
+    read_report,
+    report_error,
+)
+
+assert sys.platform != "win32", "the Windows backend is _windows"  # for type checkers
+
+#: How long a supervisor may take to answer a control request before we stop waiting.
+CONTROL_TIMEOUT_S = 30.0
+
+
+class ChildLeash:
+    """What a POSIX child's leash holds after the spawn: the supervisor's control socket,
+    and (for kill_on_drop) a pidfd naming the child itself."""
+
+    def __init__(self, plan: LeashPlan) -> None:
+        self.plan = plan
+        self.control: socket.socket | None = None
+        self.pidfd: int | None = None
+
+    def close(self) -> None:
+        """Release the control socket and the pidfd (the child is reaped or let go)."""
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
+def target_of(args: Any, executable: Any, shell: bool) -> tuple[Any, list[Any]]:
+    """(program, argv) exactly as subprocess's POSIX _execute_child would exec them."""
+    argv: list[Any]
+    if isinstance(args, (str, bytes)):
+        argv = [args]
+    elif isinstance(args, os.PathLike):
+        if shell:
+            raise TypeError("path-like args is not allowed when shell is true")
+        argv = [args]
+    else:
+        argv = list(args)
+    if shell:
+        argv = ["/bin/sh", "-c", *argv]
+        if executable:
+            argv[0] = executable
+    program = argv[0] if executable is None else executable
+    return program, argv
+
+
+def check_ids(uid: int | None, gid: int | None, gids: Sequence[int] | None) -> None:
+    """Raise what _posixsubprocess raises for ids out of uid_t/gid_t's range.
+
+    os.fchown converts its ids with the same C converters (OverflowError, same message);
+    fd -1 makes the call itself fail harmlessly afterwards.
+    """
+    for user, group in ((uid, None), (None, gid)):
+        if user is None and group is None:
+            continue
+        try:
+            os.fchown(-1, -1 if user is None else user, -1 if group is None else group)
+        except OSError:
+            pass
+    for extra in gids or ():
+        try:
+            os.fchown(-1, -1, extra)
+        except OverflowError:
+            raise ValueError("invalid group id") from None
+        except OSError:
+            pass
+
+
+def execute_child(popen: Any, call: dict[str, Any]) -> None:
+    """Spawn ``popen``'s child as its plan says; the stdlib arguments are ``call``."""
+    leash: ChildLeash = popen._leash
+    plan = leash.plan
+    if plan.mechanism == "preexec_fn":
+        _spawn_with_fallback(popen, call, plan)
+        return
+    program, argv = target_of(call["args"], call["executable"], call["shell"])
+    check_ids(call["uid"], call["gid"], call["gids"])
+    sys.audit("subprocess.Popen", program, argv, call["cwd"], call["env"])
+    fds = FdSet()
+    with fds.closed_on_error():
+        report_read, report_write = (fds.add(fd) for fd in pipe_above_stdio())
+        command = _helper_command(leash, fds, call, report_write)
+        helper = _helper.helper_path()
+        assert helper is not None
+        call["args"] = command.argv(helper, program, argv)
+        call["executable"] = helper
+        call["shell"] = False
+        call["uid"] = call["gid"] = call["gids"] = None
+        call["pass_fds"] = (*call["pass_fds"], *fds_for_child(command))
+        try:
+            _spawn(popen, call, on_long_lived_thread=plan.mechanism == "direct")
+        except OSError as exc:
+            if exc.errno == errno.E2BIG and exc.filename == helper:
+                exc.filename = program  # the argv was too long: the user's, not ours
+            raise
+        finally:
+            for fd in fds_for_child(command):
+                fds.close(fd)
+    failure = read_report(report_read)
+    if failure is not None:
+        _seam.reap_failed_start(popen)
+        leash.close()
+        raise report_error(*failure, filename=program)
+    if plan.kill_on_drop and plan.mechanism != "supervisor":
+        leash.pidfd = _pidfd_of(popen.pid)
+
+
+def _helper_command(
+    leash: ChildLeash, fds: FdSet, call: dict[str, Any], report_write: int
+) -> HelperCommand:
+    """The helper's options for this spawn; opens the lifeline and control socket."""
+    plan = leash.plan
+    lifeline = control = None
+    parent_pid = None
+    if plan.mechanism == "direct":
+        parent_pid = os.getpid()
+    else:
+        lifeline = _lifeline.lifeline_read_fd()
+    if plan.mechanism == "supervisor":
+        leash.control, control = socketpair_above_stdio()
+        fds.add(control)
+    return HelperCommand(
+        plan,
+        report_fd=report_write,
+        parent_pid=parent_pid,
+        lifeline_fd=lifeline,
+        control_fd=control,
+        uid=call["uid"],
+        gid=call["gid"],
+        extra_groups=call["gids"],
+    )
+
+
+def fds_for_child(command: HelperCommand) -> tuple[int, ...]:
+    """The fds the helper must inherit (pass_fds)."""
+    fds = (command.report_fd, command.lifeline_fd, command.control_fd)
+    return tuple(fd for fd in fds if fd is not None)
+
+
+def _spawn(popen: Any, call: dict[str, Any], *, on_long_lived_thread: bool) -> None:
+    spawn = _seam.spawn_unaudited
+    assert spawn is not None, "this CPython's _execute_child cannot be called unaudited"
+    if on_long_lived_thread:
+        _spawner.on_long_lived_thread(lambda: spawn(popen, **call))
+    else:
+        spawn(popen, **call)
+
+
+def _spawn_with_fallback(popen: Any, call: dict[str, Any], plan: LeashPlan) -> None:
+    """No helper: a preexec_fn arms PR_SET_PDEATHSIG (fork() instead of vfork())."""
+    call["preexec_fn"] = fallback_preexec_fn(call["preexec_fn"], plan.death_signal)
+    stdlib: Callable[..., None] = _seam.STDLIB_EXECUTE_CHILD
+    _spawner.on_long_lived_thread(lambda: stdlib(popen, **call))
+
+
+def _pidfd_of(pid: int) -> int | None:
+    """A pidfd naming our still-unreaped child, so a later signal cannot hit a reused pid."""
+    if sys.platform != "linux":
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None
+
+
+# -- signals and dropping -------------------------------------------------------------------
+
+
+def send_signal(popen: Any, sig: int, stdlib_send: Callable[[int], None]) -> None:
+    """As subprocess's send_signal; a supervisor relays it to the target (SIGKILL: the
+    tree), answering as os.kill would (OSError(EINVAL) for a bad signal number)."""
+    leash: ChildLeash = popen._leash
+    if leash.control is None:
+        stdlib_send(sig)
+        return
+    popen.poll()
+    if popen.returncode is not None:
+        return
+    number = _signal_number(sig)
+    answer = _ask_supervisor(leash, ControlOp.SIGNAL, number)
+    if answer is None:  # the supervisor is gone or stuck: signal it as subprocess would
+        stdlib_send(sig)
+    elif answer not in (0, errno.ESRCH):
+        raise OSError(answer, os.strerror(answer))
+
+
+def _signal_number(sig: Any) -> int:
+    """``sig`` as os.kill takes it: an int, range-checked as the C int it becomes."""
+    number = int(sig)
+    if not -(2**31) <= number < 2**31:
+        raise OverflowError(
+            "signal number is greater than maximum"
+            if number > 0
+            else "signal number is less than minimum"
+        )
+    if not 0 <= number < signal.NSIG:
+        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+    return number
+
+
+def _ask_supervisor(leash: ChildLeash, op: ControlOp, value: int) -> int | None:
+    """Send one control request; its answer (an errno), or None if there is none."""
+    control = leash.control
+    if control is None:
+        return None
+    try:
+        control.settimeout(CONTROL_TIMEOUT_S)
+        control.sendall(CONTROL_REQUEST.pack(op, value))
+        if op == ControlOp.RELEASE:
+            return 0
+        answer = b""
+        while len(answer) < CONTROL_ANSWER.size:
+            part = control.recv(CONTROL_ANSWER.size - len(answer))
+            if not part:
+                return None
+            answer += part
+    except OSError:
+        return None
+    (err,) = CONTROL_ANSWER.unpack(answer)
+    return int(err)
+
+
+def drop(popen: Any) -> None:
+    """End the child as if the parent had died (its death signal, its grace)."""
+    leash: ChildLeash = popen._leash
+    if popen.poll() is not None:
+        return
+    if leash.control is not None:
+        _ask_supervisor(leash, ControlOp.RELEASE, 0)
+        leash.close()
+        return
+    try:
+        if leash.pidfd is not None and sys.platform == "linux":
+            signal.pidfd_send_signal(leash.pidfd, leash.plan.death_signal)
+        elif _unreaped_child_is_guaranteed():
+            os.kill(popen.pid, leash.plan.death_signal)
+        else:
+            return  # no handle that guarantees identity: never signal a reusable pid
+    except ProcessLookupError:
+        return
+    if leash.plan.death_signal == SIGKILL:
+        popen.wait(timeout=5)
+
+
+def _unreaped_child_is_guaranteed() -> bool:
+    """Without a pidfd: poll() said our child has not been reaped, so its pid is still
+    its own -- unless SIGCHLD is ignored, when the kernel reaps children behind our back."""
+    return signal.getsignal(signal.SIGCHLD) != signal.SIG_IGN
