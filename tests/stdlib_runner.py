@@ -73,7 +73,11 @@ def short(text: str) -> str:
 
 
 def formatted(err: ExcInfo) -> str:
-    return "".join(traceback.format_exception(*err))
+    """The traceback without unittest's own frames (as unittest prints it)."""
+    exc_type, value, tb = err
+    while tb is not None and "__unittest" in tb.tb_frame.f_globals:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(exc_type, value, tb))
 
 
 class Collector(unittest.TestResult):
