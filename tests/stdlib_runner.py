@@ -94,7 +94,7 @@ class Collector(unittest.TestResult):
         self.durations: dict[str, float] = {}
         self.env_changed: list[str] = []
         self.succeeded = 0
-        self._started = 0.0
+        self._started: dict[str, float] = {}
 
     def _support(self) -> Any:
         return sys.modules.get("test.support")
@@ -104,14 +104,16 @@ class Collector(unittest.TestResult):
         support = self._support()
         if support is not None:
             support.environment_altered = False
-        self._started = time.monotonic()
+        self._started[test.id()] = time.monotonic()
         print(f"START {test.id()}", file=sys.stderr, flush=True)
 
     def stopTest(self, test: unittest.TestCase) -> None:
-        self.durations[test.id()] = round(time.monotonic() - self._started, 3)
-        support = self._support()
-        if support is not None and support.environment_altered:
-            self.env_changed.append(test.id())
+        started = self._started.pop(test.id(), None)  # None for a skipped class (3.12+)
+        if started is not None:
+            self.durations[test.id()] = round(time.monotonic() - started, 3)
+            support = self._support()
+            if support is not None and support.environment_altered:
+                self.env_changed.append(test.id())
         super().stopTest(test)
 
     def _record(self, kind: str, test: Any, text: str) -> None:
