@@ -39,7 +39,7 @@ MODULE = "test.test_subprocess"
 EXIT_MISSING = 3
 VARIANTS = ("default", "tree")
 #: The leash each patched run must really use (leashed falls back when it lacks its helper).
-MECHANISMS = {"default": "pdeathsig", "tree": "supervisor"}
+MECHANISMS = {"default": "direct", "tree": "supervisor"}
 #: Deliberate differences from subprocess that cannot be removed, per variant:
 #: {test id: why}. Each entry needs a reason a user would accept; today there is none.
 DELIBERATE: dict[str, dict[str, str]] = {"default": {}, "tree": {}}
