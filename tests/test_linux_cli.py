@@ -114,12 +114,12 @@ def test_a_sigkilled_script_leaves_nothing_it_started(marker: str) -> None:
     )
     try:
         direct, tree = (int(p) for p in script.read_line().split())
-        # leashed became the command itself: same pid, no extra process
+        # leashed became the command itself (same pid), watched by a guardian
         assert _wait_comm(direct, "sleep")
         assert _wait_comm(tree, "leashed-helper")
-        # the script, sleep, and supervisor + sh + three sleeps
-        found = wait_for_count(marker, 7)
-        assert len(found) == 7, found
+        # the script, sleep and its guardian, and supervisor + sh + three sleeps
+        found = wait_for_count(marker, 8)
+        assert len(found) == 8, found
         script.kill()
         assert wait_until_gone(marker, 2.0) == []
     finally:
@@ -359,8 +359,8 @@ def test_helper_command_lines() -> None:
         assert cmd[cmd.index("--") :] == ["--", "/bin/cmd", "cmd", "arg"]
         return cmd[1 : cmd.index("--")]
 
-    assert line() == ["direct", "-p", "4242", "-s", "9"]
-    assert line(death_signal=15) == ["direct", "-p", "4242", "-s", "15"]
+    assert line() == ["guardian", "-p", "4242", "-s", "9", "-w", "4242"]
+    assert line(death_signal=15) == ["guardian", "-p", "4242", "-s", "15", "-w", "4242"]
     assert line(tree=True) == ["supervisor", "-p", "4242", "-s", "9", "-w", "4242", "-t"]
     assert line(grace=2.5) == ["supervisor", "-p", "4242", "-s", "15", "-g", "2500", "-w", "4242"]
     assert line(pid=77) == ["guardian", "-s", "9", "-w", "77"]

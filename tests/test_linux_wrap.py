@@ -58,11 +58,12 @@ def test_wrap_is_public() -> None:
 # -- which mechanism, when -----------------------------------------------------------------
 
 
-def test_main_thread_is_direct_mode_tied_to_this_process() -> None:
+def test_default_is_the_guardian_tied_to_this_process() -> None:
+    """wrap() cannot know which thread will fork: its leash is on this process."""
     cmd = wrap(["sleep", "1"])
     mode, options = _mode_and_options(cmd)
-    assert mode == "direct"
-    assert options == {"-s": "9", "-p": str(os.getpid())}
+    assert mode == "guardian"
+    assert options == {"-s": "9", "-w": str(os.getpid())}
     assert cmd[cmd.index("--") + 1 :] == ["sleep", "sleep", "1"]
     assert all(isinstance(item, str) for item in cmd)
 
@@ -87,13 +88,10 @@ def test_inside_trio_gets_the_guardian_even_on_the_main_thread() -> None:
     assert mode == "guardian" and options["-w"] == str(os.getpid())
 
 
-def test_anyio_asyncio_on_the_main_thread_is_direct() -> None:
-    import anyio
-
-    async def main() -> list[str]:
-        return wrap(["sleep", "1"])
-
-    assert _mode_and_options(anyio.run(main, backend="asyncio"))[0] == "direct"
+def test_direct_only_when_forced() -> None:
+    mode, options = _mode_and_options(wrap(["sleep", "1"], mechanism="direct"))
+    assert mode == "direct"
+    assert options == {"-p": str(os.getpid()), "-s": "9"}
 
 
 def test_tree_and_grace_use_the_supervisor_watching_this_process() -> None:
@@ -212,9 +210,9 @@ def test_parent_sigkilled_while_its_spawner_runs(spawner: str) -> None:
     parent = Parent(code, new_marker())
     try:
         direct, tree, grace = (int(p) for p in parent.read_line().split())
-        # the parent; sleep; supervisor, sh and two sleeps; supervisor and sleep. Inside
-        # trio the first sleep is in guardian mode: plus its guardian.
-        expected = 8 if spawner == "anyio" else 9
+        # the parent; sleep and its guardian; supervisor, sh and two sleeps; supervisor
+        # and sleep.
+        expected = 9
         found = wait_for_count(parent.marker, expected)
         assert len(found) == expected, found
         assert all(alive(p) for p in (direct, tree, grace))

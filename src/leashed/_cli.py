@@ -321,7 +321,7 @@ def helper_command_line(
     if pid is not None:
         helper_options = HelperCommand(plan, watch_pid=pid)
     elif plan.mechanism == "direct":
-        # PDEATHSIG + getppid() check.
+        # No pidfd on this kernel: PDEATHSIG + getppid() check.
         helper_options = HelperCommand(plan, parent_pid=parent)
     else:
         # A pidfd on the parent, and -p so the helper re-checks getppid() once the pidfd

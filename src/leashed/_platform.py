@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import os
 import sys
-import threading
 from typing import Any
 
 from . import _helper, _windows
@@ -75,23 +74,6 @@ def plan_for_popen(**options: Any) -> LeashPlan:
     raise _helper.missing_error(f"the {plan.mechanism}")
 
 
-def direct_is_safe_here() -> bool:
-    """True when a child spawned from this thread, now, may rely on PR_SET_PDEATHSIG.
-
-    It follows the forking *thread*: only the main thread is known to live as long as the
-    process. trio forks on worker threads that exit when idle, even from the main thread.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    sniffio = sys.modules.get("sniffio")
-    if sniffio is None:
-        return True
-    try:
-        return bool(sniffio.current_async_library() != "trio")
-    except Exception:
-        return True
-
-
 def _require_pidfd(plan: LeashPlan, what: str, hint: str) -> None:
     if IS_LINUX and plan.mechanism != "direct" and not has_pidfd():
         raise RuntimeError(
@@ -100,9 +82,24 @@ def _require_pidfd(plan: LeashPlan, what: str, hint: str) -> None:
         )
 
 
+def _process_scoped(request: LeashRequest, plan: LeashPlan) -> LeashPlan:
+    """The guardian instead of the direct mechanism, unless the caller forced direct.
+
+    PR_SET_PDEATHSIG follows the *thread* that forks. A spawner we do not control (wrap)
+    or the program that runs ``leashed run`` may fork from a thread that exits long before
+    the process (trio's workers, a Go or Java runtime): only a leash on the process holds.
+    Kernels without pidfd_open (before 5.3) cannot watch a process: there direct stays.
+    """
+    if plan.mechanism != "direct" or request.mechanism is not None:
+        return plan
+    if IS_LINUX and not has_pidfd():
+        return plan
+    return plan.with_mechanism("guardian")
+
+
 def plan_for_wrap(**options: Any) -> LeashPlan:
     """The plan of ``leashed.wrap``: its argv may be executed by any thread of a spawner
-    we do not control, so direct mode is used only where it is safe, unless forced."""
+    we do not control, so the leash is on this process (the guardian) unless forced."""
     if IS_WINDOWS:
         raise RuntimeError(
             "leashed.wrap is not available on Windows: the kill-on-close job object needs "
@@ -112,22 +109,21 @@ def plan_for_wrap(**options: Any) -> LeashPlan:
     plan = plan_from(request, _mechanism_for(request))
     if _helper.helper_path() is None:
         raise _helper.missing_error("leashed.wrap")
-    if plan.mechanism == "direct" and request.mechanism is None and not direct_is_safe_here():
-        plan = plan.with_mechanism("guardian")
-    _require_pidfd(plan, "leashed.wrap", "call wrap() on the main thread without tree/grace")
+    plan = _process_scoped(request, plan)
+    _require_pidfd(plan, "leashed.wrap", "use mechanism='direct' without tree/grace")
     return plan
 
 
 def plan_for_cli(
     *, tree: bool, grace: float | None, death_signal: int | None, pid: int | None
 ) -> LeashPlan:
-    """The plan of ``leashed run``: direct on its parent, the guardian for --pid alone,
-    the supervisor for --tree/--grace."""
+    """The plan of ``leashed run``: the guardian on its parent (or on --pid), the
+    supervisor for --tree/--grace; each watches the parent *process*."""
     mechanism = "guardian" if pid is not None and not tree and grace is None else None
     request = validate_request(
         tree=tree, grace=grace, death_signal=death_signal, mechanism=mechanism
     )
-    plan = plan_from(request, _mechanism_for(request))
+    plan = _process_scoped(request, plan_from(request, _mechanism_for(request)))
     if _helper.helper_path() is None:
         raise _helper.missing_error("leashed run")
     _require_pidfd(plan, "leashed run", "run it without --tree, --grace and --pid")
