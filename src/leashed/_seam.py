@@ -41,6 +41,9 @@ def check_parameters(parameters: tuple[str, ...] = PARAMETERS) -> None:
         )
 
 
+check_parameters()
+
+
 def bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     """The call's arguments by name, as the running CPython's signature names them."""
     if len(args) > len(PARAMETERS):

@@ -1,0 +1,98 @@
+"""The package's shape: no import cycle, and the CPython seam bound by name."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import leashed
+from leashed import _seam
+
+PACKAGE = Path(leashed.__file__).resolve().parent
+
+
+def _own_imports(path: Path) -> set[str]:
+    """The leashed modules ``path`` imports, at module level or inside functions."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                found.add(node.module)
+            else:
+                found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(
+                a.name.split(".", 1)[1] for a in node.names if a.name.startswith("leashed.")
+            )
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    return {path.stem: _own_imports(path) for path in PACKAGE.glob("*.py")}
+
+
+def test_no_import_cycle() -> None:
+    graph = _graph()
+    graph.pop("__init__", None)  # the public face imports everything; nothing imports it back
+    state: dict[str, int] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        if state.get(module) == 2:
+            return
+        assert state.get(module) != 1, "import cycle: " + " -> ".join([*path, module])
+        state[module] = 1
+        for imported in sorted(graph.get(module, ())):
+            visit(imported, [*path, module])
+        state[module] = 2
+
+    for module in sorted(graph):
+        visit(module, [])
+
+
+def test_no_function_local_imports_between_our_modules() -> None:
+    for path in PACKAGE.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for function in ast.walk(tree):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                own = isinstance(node, ast.ImportFrom) and node.level >= 1
+                assert not own, f"{path.name}:{node.lineno} imports one of ours in a function"
+
+
+def test_execute_child_is_bound_by_name_on_this_cpython() -> None:
+    stdlib = inspect.signature(subprocess.Popen._execute_child)  # type: ignore[attr-defined]
+    names = tuple(stdlib.parameters)[1:]
+    assert names == _seam.PARAMETERS
+    _seam.check_parameters()
+    values = tuple(range(len(names)))
+    call = _seam.bind(values, {})
+    assert [call[name] for name in names] == list(values)
+    assert _seam.spawn_unaudited is not None  # the stdlib's own code, run unaudited
+
+
+def test_a_renamed_parameter_fails_loudly() -> None:
+    renamed = tuple("argv" if n == "args" else n for n in _seam.PARAMETERS)
+    with pytest.raises(RuntimeError, match="no parameter.*args"):
+        _seam.check_parameters(renamed)
+
+
+def test_one_audit_event_per_spawn_with_the_users_program(tmp_path: Path) -> None:
+    code = (
+        "import sys, leashed\n"
+        "seen = []\n"
+        "sys.addaudithook(lambda e, a: seen.append(a[:2]) if e == 'subprocess.Popen' else None)\n"
+        "for options in ({}, {'tree': True}, {'mechanism': 'guardian'}):\n"
+        "    seen.clear()\n"
+        "    leashed.Popen(['true', 'x'], **options).wait()\n"
+        "    print(seen)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.splitlines()
+    assert out == ["[('true', ['true', 'x'])]"] * 3
