@@ -78,7 +78,7 @@ def test_execute_child_is_bound_by_name_on_this_cpython() -> None:
 
 def test_a_renamed_parameter_fails_loudly() -> None:
     renamed = tuple("argv" if n == "args" else n for n in _seam.PARAMETERS)
-    with pytest.raises(RuntimeError, match="no parameter.*args"):
+    with pytest.raises(RuntimeError, match=r"no parameter.*args"):
         _seam.check_parameters(renamed)
 
 
