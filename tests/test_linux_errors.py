@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
 from collections.abc import Callable, Iterator
@@ -66,6 +67,22 @@ CASES: list[tuple[str, Callable[[Path], tuple[tuple[Any, ...], dict[str, Any]]]]
     ("bad bufsize", lambda d: ((["true"],), {"bufsize": "x"})),
     ("bad user", lambda d: ((["true"],), {"user": "leashed-no-such-user"})),
     ("bad group", lambda d: ((["true"],), {"group": "leashed-no-such-group"})),
+    # ids out of uid_t/gid_t's range: what _posixsubprocess raises, before any fork
+    ("user 2**64", lambda d: ((["true"],), {"user": 2**64})),
+    ("user 2**32", lambda d: ((["true"],), {"user": 2**32})),
+    ("user -1", lambda d: ((["true"],), {"user": -1})),
+    ("group 2**32", lambda d: ((["true"],), {"group": 2**32})),
+    ("extra_groups 2**63", lambda d: ((["true"],), {"extra_groups": [2**63]})),
+    ("extra_groups 2**32", lambda d: ((["true"],), {"extra_groups": [2**32]})),
+    ("extra_groups -1", lambda d: ((["true"],), {"extra_groups": [-1]})),
+    # (uid_t)-1 is accepted by subprocess ("unchanged"); as a group setgroups refuses it
+    ("user 2**32-1", lambda d: ((["true"],), {"user": 2**32 - 1})),
+    ("group 2**32-1", lambda d: ((["true"],), {"group": 2**32 - 1})),
+    ("extra_groups 2**32-1", lambda d: ((["true"],), {"extra_groups": [2**32 - 1]})),
+    # an empty argv with executable= runs the program with no argv at all
+    ("empty args, executable=", lambda d: (([],), {"executable": "/bin/true"})),
+    # the argument list is too long: E2BIG names the program, not our helper
+    ("E2BIG", lambda d: ((["true", *["x" * 100_000] * 40],), {})),
 ]
 
 
@@ -104,6 +121,14 @@ def test_same_exception_as_subprocess(
         ({"grace": float("nan")}, ValueError, "grace"),
         ({"grace": float("inf")}, ValueError, "grace"),
         ({"grace": "1"}, TypeError, "grace"),
+        ({"grace": 86401}, ValueError, "grace"),
+        ({"grace": 1e306}, ValueError, "grace"),
+        ({"grace": 10**400}, ValueError, "grace"),
+        ({"death_signal": signal.SIGWINCH}, ValueError, "death_signal"),
+        ({"death_signal": signal.SIGCHLD}, ValueError, "death_signal"),
+        ({"death_signal": signal.SIGCONT}, ValueError, "death_signal"),
+        ({"death_signal": signal.SIGTSTP}, ValueError, "death_signal"),
+        ({"death_signal": signal.SIGURG}, ValueError, "death_signal"),
         ({"death_signal": 0}, ValueError, "death_signal"),
         ({"death_signal": 12345}, ValueError, "death_signal"),
         ({"death_signal": "TERM"}, TypeError, "death_signal"),

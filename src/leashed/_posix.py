@@ -215,14 +215,12 @@ def send_signal(popen: Any, sig: int, stdlib_send: Callable[[int], None]) -> Non
 
 
 def _signal_number(sig: Any) -> int:
-    """``sig`` as os.kill takes it: an int, range-checked as the C int it becomes."""
+    """``sig`` as os.kill passes it to kill(2): a Py_ssize_t (OverflowError beyond), then
+    a C int; a number that is no signal is EINVAL."""
     number = int(sig)
-    if not -(2**31) <= number < 2**31:
-        raise OverflowError(
-            "signal number is greater than maximum"
-            if number > 0
-            else "signal number is less than minimum"
-        )
+    if not -(2**63) <= number < 2**63:
+        raise OverflowError("Python int too large to convert to C ssize_t")
+    number = (number + 2**31) % 2**32 - 2**31  # the C int kill(2) receives
     if not 0 <= number < signal.NSIG:
         raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
     return number
