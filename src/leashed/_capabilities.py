@@ -6,7 +6,8 @@ import sys
 from typing import Any
 
 from . import _helper, _windows
-from ._platform import IS_LINUX, IS_WINDOWS, default_mechanism, has_pidfd
+from ._linux import has_pidfd
+from ._platform import IS_LINUX, IS_WINDOWS, default_mechanism
 
 
 def capabilities() -> dict[str, Any]:

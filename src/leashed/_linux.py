@@ -13,6 +13,18 @@ PR_SET_PDEATHSIG = 1
 
 
 @functools.cache
+def has_pidfd() -> bool:
+    """Whether this kernel has pidfd_open (Linux 5.3+) and we may use it (no seccomp ban)."""
+    if not hasattr(os, "pidfd_open"):
+        return False
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return False
+    return True
+
+
+@functools.cache
 def _prctl() -> ctypes._CFuncPtr:  # type: ignore[name-defined]
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     prctl = libc.prctl
@@ -78,4 +90,10 @@ def wait_for_exit(pidfd: int, stop_fd: int) -> bool:
     return pidfd in readable
 
 
-__all__ = ["arm_death_signal", "fallback_preexec_fn", "open_parent_handle", "wait_for_exit"]
+__all__ = [
+    "arm_death_signal",
+    "fallback_preexec_fn",
+    "has_pidfd",
+    "open_parent_handle",
+    "wait_for_exit",
+]

@@ -8,30 +8,17 @@ too (``backend()``), as trio's ``_subprocess_platform`` and psutil's ``_psplatfo
 
 from __future__ import annotations
 
-import functools
-import os
 import sys
 from typing import Any
 
 from . import _helper, _windows
+from ._linux import has_pidfd
 from ._plan import LeashPlan, LeashRequest, Mechanism, plan_from, validate_request
 
 IS_WINDOWS = sys.platform == "win32"
 IS_LINUX = sys.platform.startswith("linux")
 #: macOS and the BSDs: no parent-death signal in the kernel; kqueue watches processes.
 IS_KQUEUE = not IS_WINDOWS and not IS_LINUX
-
-
-@functools.cache
-def has_pidfd() -> bool:
-    """Whether this kernel has pidfd_open (Linux 5.3+) and we may use it (no seccomp ban)."""
-    if not hasattr(os, "pidfd_open"):
-        return False
-    try:
-        os.close(os.pidfd_open(os.getpid()))
-    except OSError:
-        return False
-    return True
 
 
 def default_mechanism() -> Mechanism:

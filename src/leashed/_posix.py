@@ -19,7 +19,7 @@ from typing import Any
 
 from . import _helper, _lifeline, _seam, _spawner
 from ._fds import FdSet, pipe_above_stdio, socketpair_above_stdio
-from ._linux import fallback_preexec_fn
+from ._linux import fallback_preexec_fn, has_pidfd
 from ._plan import SIGKILL, LeashPlan
 from ._protocol import (
     CONTROL_ANSWER,
@@ -33,7 +33,7 @@ from ._protocol import (
 assert sys.platform != "win32", "the Windows backend is _windows"  # for type checkers
 
 #: How long a supervisor may take to answer a control request before we stop waiting.
-CONTROL_TIMEOUT_S = 30.0
+CONTROL_TIMEOUT_S = 10.0
 
 
 class ChildLeash:
@@ -140,12 +140,17 @@ def _helper_command(
 ) -> HelperCommand:
     """The helper's options for this spawn; opens the lifeline and control socket."""
     plan = leash.plan
-    lifeline = control = None
+    lifeline = control = watch_pid = None
     parent_pid = None
     if plan.mechanism == "direct":
         parent_pid = os.getpid()
     else:
         lifeline = _lifeline.lifeline_read_fd()
+        # Besides the lifeline, a pidfd on this process (where the kernel has pidfd_open):
+        # a child forked without Python's at-fork hooks keeps a copy of the lifeline's
+        # write end, and an application may close the lifeline; the pidfd names us alone.
+        if has_pidfd():
+            watch_pid = os.getpid()
     if plan.mechanism == "supervisor":
         leash.control, control = socketpair_above_stdio()
         fds.add(control)
@@ -154,6 +159,7 @@ def _helper_command(
         report_fd=report_write,
         parent_pid=parent_pid,
         lifeline_fd=lifeline,
+        watch_pid=watch_pid,
         control_fd=control,
         uid=call["uid"],
         gid=call["gid"],
@@ -207,6 +213,9 @@ def send_signal(popen: Any, sig: int, stdlib_send: Callable[[int], None]) -> Non
     if popen.returncode is not None:
         return
     number = _signal_number(sig)
+    if number == SIGKILL:
+        # A stopped supervisor could not answer. It is our unreaped child: its pid is its own.
+        stdlib_send(signal.SIGCONT)
     answer = _ask_supervisor(leash, ControlOp.SIGNAL, number)
     if answer is None:  # the supervisor is gone or stuck: signal it as subprocess would
         stdlib_send(sig)
