@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -59,6 +60,15 @@ def cli(marker: str, *args: str, **kwargs: object) -> subprocess.CompletedProces
         timeout=60,
         **kwargs,  # type: ignore[call-overload]
     )
+
+
+def _describe(pid: int) -> str:
+    stat = _procfs.read_stat(pid)
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        cmd = "?"
+    return f"{pid} {stat} {cmd}"
 
 
 def _wait_comm(pid: int, name: str, timeout: float = 10.0) -> bool:
@@ -124,6 +134,30 @@ def test_a_sigkilled_script_leaves_nothing_it_started(marker: str) -> None:
         assert wait_until_gone(marker, 2.0) == []
     finally:
         script.close()
+
+
+@pytest.mark.parametrize("flags", [[], ["--tree"]], ids=["guardian", "tree"])
+def test_script_killed_during_the_clis_start_up_leaves_nothing(
+    marker: str, flags: list[str]
+) -> None:
+    """The CLI is Python and takes tens of ms to reach its leash: a script SIGKILLed
+    0-200 ms after `leashed run ... &` must not leave COMMAND running (100 trials)."""
+    rng = random.Random(1234)
+    body = f'"$PY" -m leashed run {" ".join(flags)} -- sleep 300 & wait'
+    for batch in range(10):
+        scripts = [Script(body, marker) for _ in range(10)]
+        try:
+            delays = sorted((rng.uniform(0.0, 0.2), s) for s in scripts)
+            started = time.monotonic()
+            for delay, script in delays:
+                time.sleep(max(0.0, started + delay - time.monotonic()))
+                script.kill()
+        finally:
+            for script in scripts:
+                script.close()
+        # The CLI needs its start-up to notice; a tied command then goes within the reap time.
+        left = wait_until_gone(marker, 20.0)
+        assert left == [], (batch, [_describe(pid) for pid in left])
 
 
 def test_the_death_signal_can_be_chosen(marker: str, tmp_path: Path) -> None:

@@ -341,15 +341,13 @@ def exec_command(
     pid: int | None,
 ) -> NoReturn:
     """Replace this process by the helper that leashes ``command``; CommandError if it can't."""
-    helper = _helper.helper_path()
+    try:
+        helper = _helper.helper_path()
+    except _helper.HelperOverrideError as exc:
+        raise CommandError(1, str(exc)) from None
     if helper is None:
-        raise CommandError(
-            1,
-            f"leashed-helper is not installed (nor found in ${_helper.HELPER_ENV}); "
-            "reinstall leashed",
-        )
-    if pid is not None and not process_exists(pid):
-        raise CommandError(1, f"--pid {pid}: no such process")
+        raise CommandError(1, "leashed-helper is not installed; reinstall leashed")
+    _check_still_tied(pid)
     program = resolve_command(command[0])
     try:
         cmd = helper_command_line(
@@ -364,6 +362,28 @@ def exec_command(
         os.execv(helper, cmd)
     except OSError as exc:
         raise CommandError(126, f"{helper}: {exc.strerror}") from None
+
+
+def _check_still_tied(pid: int | None) -> None:
+    """CommandError(1) if what COMMAND is to be tied to died while this CLI started.
+
+    Without --pid, a parent that died before we looked has left us to init (pid 1): we
+    would tie COMMAND to init. With --pid, a process that started after us cannot be the
+    one whose pid the caller gave us: that pid was reused.
+    """
+    if pid is None:
+        if os.getppid() == 1:
+            raise CommandError(
+                1, "the process that ran leashed is already gone; COMMAND was not started"
+            )
+        return
+    if not process_exists(pid):
+        raise CommandError(1, f"--pid {pid}: no such process")
+    theirs, ours = _procfs.read_stat(pid), _procfs.read_stat(os.getpid())
+    if theirs is not None and ours is not None and theirs.start_time > ours.start_time:
+        raise CommandError(
+            1, f"--pid {pid}: that process has exited (its pid now names a newer process)"
+        )
 
 
 def _restore_signals() -> None:
