@@ -102,7 +102,8 @@ def helper_argv(
     """
     path = helper_path()
     assert path is not None
-    cmd: list[Any] = [path, plan.helper_mode, "-s", str(plan.death_signal)]
+    mode = {"pdeathsig": "direct"}.get(plan.mechanism, plan.mechanism)  # protocol v2 names
+    cmd: list[Any] = [path, mode, "-s", str(plan.death_signal)]
     if parent_pid is not None:
         cmd += ["-p", str(parent_pid)]
     if report_fd is not None:

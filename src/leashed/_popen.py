@@ -16,9 +16,9 @@ from ._options import IS_LINUX, IS_WINDOWS, SIGKILL, LeashPlan, plan_leash
 
 __all__ = ["Popen", "call", "check_call", "check_output", "run"]
 
-_CONTROL_MESSAGE = struct.Struct("=i")
+_CONTROL_MESSAGE = struct.Struct("=ii")  # (op, value): op 1 = SIGNAL, op 2 = RELEASE
 #: Control message asking a supervisor to end its tree as if the parent had died.
-CONTROL_RELEASE = 0
+CONTROL_RELEASE = -1  # not a signal number: signal 0 is a liveness probe
 #: How long to wait for a supervisor to confirm a signal before giving up on it.
 _CONTROL_TIMEOUT_S = 30.0
 
@@ -237,10 +237,11 @@ class Popen(subprocess.Popen[AnyStr]):
             return False
         try:
             control.settimeout(_CONTROL_TIMEOUT_S)
-            control.sendall(_CONTROL_MESSAGE.pack(message))
             if message == CONTROL_RELEASE:
+                control.sendall(_CONTROL_MESSAGE.pack(2, 0))
                 return True
-            return control.recv(1) != b""
+            control.sendall(_CONTROL_MESSAGE.pack(1, message))
+            return len(control.recv(4)) == 4
         except OSError:
             return False
 
