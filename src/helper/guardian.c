@@ -74,15 +74,15 @@ static int target_exited(void *p) { return ((struct guard *)p)->target_exited; }
 
 static void wait_for_target(void *p, long timeout_ms) { guard_wait(p, timeout_ms); }
 
-/* The parent is gone: the death signal (and SIGCONT, for a stopped target), up to grace
+static void signal_target(void *g, int sig) { guard_signal(g, sig); }
+
+/* The parent is gone: the death signal (with SIGCONT, for a stopped target), up to grace
  * for the target to exit, then SIGKILL. */
 _Noreturn static void end_target(struct guard *g)
 {
 	int sig = g->o->sig;
 
-	guard_signal(g, sig);
-	if (lh_needs_cont(sig))
-		guard_signal(g, SIGCONT);
+	lh_send_death(sig, signal_target, g);
 	if (sig != SIGKILL &&
 	    lh_wait_until(lh_now_ms() + g->o->grace_ms, -1, target_exited, wait_for_target, g))
 		_exit(0);

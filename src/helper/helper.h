@@ -82,7 +82,9 @@ int lh_pipe(int fds[2]);  /* close-on-exec, both ends >= 3 */
 long long lh_now_ms(void); /* monotonic */
 const struct timespec *lh_timeout(struct timespec *ts, long ms); /* NULL for ms < 0 */
 int lh_lifeline_eof(int fd); /* reads the lifeline: 1 at EOF (the parent is gone) */
-int lh_needs_cont(int sig); /* a death signal a stopped process would sleep through */
+/* Sends a death signal through send(ctx, sig) so that a stopped process gets it too:
+ * SIGCONT, sig, SIGCONT (unless sig is SIGKILL or SIGCONT). */
+void lh_send_death(int sig, void (*send)(void *, int), void *ctx);
 /* Calls wait(ctx, ms) until done(ctx) or the monotonic deadline (ms) passes; each wait
  * lasts at most step_ms when step_ms > 0. Returns done(ctx). The one deadline loop of
  * every grace period, so no wait can stretch it or spin past it. */

@@ -118,9 +118,21 @@ int lh_lifeline_eof(int fd)
 	return r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN);
 }
 
-/* A stopped process sleeps through any signal but SIGKILL until SIGCONT: a death signal
- * is followed by SIGCONT, so the target gets its graceful end. */
-int lh_needs_cont(int sig) { return sig != SIGKILL && sig != SIGCONT; }
+/* A stopped process sleeps through any signal but SIGKILL until SIGCONT, so the death
+ * signal is followed by SIGCONT: the pending signal is then handled before anything else.
+ * SIGCONT also goes first: if a group's leader died of the signal while another member was
+ * still stopped, the kernel would find an orphaned group with a stopped member and end
+ * that member by SIGHUP (POSIX), not by the signal it has a handler for. */
+void lh_send_death(int sig, void (*send)(void *, int), void *ctx)
+{
+	int cont = sig != SIGKILL && sig != SIGCONT;
+
+	if (cont)
+		send(ctx, SIGCONT);
+	send(ctx, sig);
+	if (cont)
+		send(ctx, SIGCONT);
+}
 
 int lh_wait_until(long long deadline, long step_ms, int (*done)(void *), void (*wait)(void *, long), void *ctx)
 {

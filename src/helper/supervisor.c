@@ -87,12 +87,7 @@ static void signal_all(struct sup *s, int sig)
 		kill(s->target, sig);
 }
 
-static void send_ending(struct sup *s, int sig)
-{
-	signal_all(s, sig);
-	if (lh_needs_cont(sig))
-		signal_all(s, SIGCONT); /* a stopped process would sleep through its grace */
-}
+static void signal_all_cb(void *s, int sig) { signal_all(s, sig); }
 
 /* ------------------------------------------------------------------ reaping */
 
@@ -240,7 +235,7 @@ static int ending_done(void *p)
 
 static void ending_wait(void *p, long timeout_ms) { sup_wait_events(p, timeout_ms); }
 
-/* sig (and SIGCONT) to everything, up to grace_ms for it to exit, then SIGKILL rounds
+/* sig (with SIGCONT) to everything, up to grace_ms for it to exit, then SIGKILL rounds
  * until nothing is left. Children are waited for by SIGCHLD (the last descendant to die is
  * always one of our children); a group's other members are not our children, so its
  * emptiness is re-checked every RECHECK_MS, during the ending only. */
@@ -250,7 +245,7 @@ static void end_all(struct sup *s, int sig, long grace_ms)
 	int rounds = 0;
 
 	if (!all_gone(s)) {
-		send_ending(s, sig);
+		lh_send_death(sig, signal_all_cb, s);
 		if (sig != SIGKILL)
 			lh_wait_until(lh_now_ms() + grace_ms, step, ending_done, ending_wait, s);
 		while (!all_gone(s)) {
