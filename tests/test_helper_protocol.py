@@ -15,7 +15,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import CASE_VAR, alive, kill_marked, marked, new_marker
@@ -184,6 +186,22 @@ def not_open_fd() -> int:
 
 def lifeline() -> tuple[int, int]:
     return os.pipe()
+
+
+@contextmanager
+def python_script(
+    code: str, *args: str, **popen: Any
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """A Python script whose first line of output is a pid: (its process, that pid)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True, **popen
+    )
+    try:
+        assert proc.stdout is not None
+        yield proc, int(proc.stdout.readline())
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def write_target(path: Path) -> list[str]:
@@ -492,37 +510,27 @@ def test_a_stopped_supervisor_still_ends_the_target_when_its_parent_dies(
     """The supervisor follows its target's stop; the parent's death continues it."""
     assert HELPER is not None
     path = tmp_path / "state"
-    parent = subprocess.Popen(
-        [sys.executable, "-c", PARENT, HELPER, "supervisor", "-l", "{l}", "-s", "15",
-         "-g", "20000", "--", *write_target(path)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert parent.stdout is not None
-        sup = int(parent.stdout.readline())
+    with python_script(
+        PARENT, HELPER, "supervisor", "-l", "{l}", "-s", "15", "-g", "20000", "--",
+        *write_target(path), stdin=subprocess.PIPE,
+    ) as (parent, sup):  # fmt: skip
         target = ready_pid(path)
         os.kill(target, signal.SIGSTOP)
         assert wait_for(lambda: state(sup) == "T")
         parent.kill()
         assert wait_for(lambda: path.read_text() == "term", 10)
         assert wait_for(lambda: not alive(sup) and not alive(target))
-    finally:
-        parent.kill()
-        parent.wait()
 
 
 @pytest.mark.parametrize("options", [[], ["-P"]], ids=["same-group", "own-group"])
 def test_ctrl_z_stops_the_supervisor_like_its_target(options: list[str]) -> None:
     """A shell waiting on the supervisor sees the job stop; fg continues the target too."""
     assert HELPER is not None
-    shell = subprocess.Popen(
-        [sys.executable, "-c", SHELL, HELPER, "supervisor", *options, "--", "sleep", "sleep",
-         "300"],
-        stdout=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
-    try:
+    with python_script(
+        SHELL, HELPER, "supervisor", *options, "--", "sleep", "sleep", "300",
+        start_new_session=True,
+    ) as (shell, sup):  # fmt: skip
         assert shell.stdout is not None
-        sup = int(shell.stdout.readline())
         target = only_child(sup)
         os.kill(target, signal.SIGTSTP)
         assert shell.stdout.readline().split() == ["stopped", str(int(signal.SIGTSTP))]
@@ -533,9 +541,6 @@ def test_ctrl_z_stops_the_supervisor_like_its_target(options: list[str]) -> None
         assert state(sup) == "S"
         os.kill(sup, signal.SIGTERM)  # relayed: the target dies by it, and so does the job
         assert shell.stdout.readline().split() == ["exited", str(int(signal.SIGTERM))]
-    finally:
-        shell.kill()
-        shell.wait()
 
 
 # ------------------------------------------------------------------ grace deadline
