@@ -543,6 +543,21 @@ def test_ctrl_z_stops_the_supervisor_like_its_target(options: list[str]) -> None
         assert shell.stdout.readline().split() == ["exited", str(int(signal.SIGTERM))]
 
 
+def test_a_stop_asked_on_the_control_socket_keeps_the_supervisor_answering(
+    supervisors: list[Supervisor],
+) -> None:
+    sup = Supervisor(argv=["sleep", "sleep", "300"])
+    supervisors.append(sup)
+    target = only_child(sup.proc.pid)
+    assert sup.request(SIGNAL_OP, signal.SIGSTOP) == 0
+    assert wait_for(lambda: state(target) == "T")
+    time.sleep(0.2)
+    assert state(sup.proc.pid) == "S"
+    assert sup.request(SIGNAL_OP, 0) == 0
+    assert sup.request(SIGNAL_OP, signal.SIGCONT) == 0
+    assert wait_for(lambda: state(target) == "S")
+
+
 # ------------------------------------------------------------------ grace deadline
 
 

@@ -95,8 +95,9 @@ _Noreturn void lh_run_guardian(struct opts *o);	 /* guardian.c */
 
 /* ------------------------------------------------------------------ backend, any mode */
 
-/* Parent-death signal of this process (0 disarms): 1 armed, 0 this OS has none, -1 errno. */
-int lh_arm_pdeathsig(int sig);
+/* Parent-death signal of this process (0 disarms); the one it replaces into *old unless
+ * old is NULL. 1 armed, 0 this OS has none, -1 errno. */
+int lh_arm_pdeathsig(int sig, int *old);
 void lh_no_core_dumps(void); /* beyond RLIMIT_CORE (Linux: not dumpable) */
 int lh_close_fds(unsigned lo, unsigned hi); /* close_range; -1: the caller closes one by one */
 
@@ -121,6 +122,7 @@ struct sup {
 	int target_reaped;  /* waited for: from now on its pid and pgid may be reused */
 	int target_status;
 	int stop_sig;	    /* the target stopped by this signal: the supervisor follows */
+	int asked_stop;	    /* a stop signal relayed from the control socket: not followed */
 	int own_sig;	    /* a signal the supervisor sent itself (kqueue reports those) */
 	int life, ctl;	    /* lifeline, control socket; -1 = none */
 	int parent_gone;    /* lifeline EOF, -w exit, or RELEASE */

@@ -17,12 +17,15 @@
 
 /* ------------------------------------------------------------------ any mode */
 
-int lh_arm_pdeathsig(int sig)
+int lh_arm_pdeathsig(int sig, int *old)
 {
 #ifdef __FreeBSD__
+	if (old && procctl(P_PID, 0, PROC_PDEATHSIG_STATUS, old) < 0)
+		return -1;
 	return procctl(P_PID, 0, PROC_PDEATHSIG_CTL, &sig) < 0 ? -1 : 1;
 #else
 	(void)sig;
+	(void)old;
 	return 0; /* none: the caller uses the guardian or the supervisor */
 #endif
 }

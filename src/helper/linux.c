@@ -7,7 +7,12 @@
 
 /* ------------------------------------------------------------------ any mode */
 
-int lh_arm_pdeathsig(int sig) { return prctl(PR_SET_PDEATHSIG, (unsigned long)sig, 0, 0, 0) < 0 ? -1 : 1; }
+int lh_arm_pdeathsig(int sig, int *old)
+{
+	if (old && prctl(PR_GET_PDEATHSIG, (unsigned long)old, 0, 0, 0) < 0)
+		return -1;
+	return prctl(PR_SET_PDEATHSIG, (unsigned long)sig, 0, 0, 0) < 0 ? -1 : 1;
+}
 
 void lh_no_core_dumps(void) { prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); }
 

@@ -498,7 +498,7 @@ _Noreturn static void run_direct(const struct opts *o)
 	int armed;
 
 	lh_change_credentials(o); /* a change of credentials would clear the leash */
-	armed = lh_arm_pdeathsig(o->sig);
+	armed = lh_arm_pdeathsig(o->sig, NULL);
 	if (armed <= 0) /* 0: no parent-death signal on this OS; the caller uses the guardian */
 		lh_fail(o, STAGE_ARM, armed < 0 ? errno : ENOSYS, "arm the leash", NULL);
 	if (o->ppid && getppid() != o->ppid)

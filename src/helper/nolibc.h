@@ -208,6 +208,7 @@ static inline long lh_ret(long r)
 #define SIGTERM 15
 #define SIGCHLD 17
 #define SIGCONT 18
+#define SIGSTOP 19
 #define SIGTSTP 20
 #define SIGTTIN 21
 #define SIGTTOU 22
@@ -239,6 +240,7 @@ static inline long lh_ret(long r)
 #define WTERMSIG(s) ((s) & 0x7f)
 
 #define PR_SET_PDEATHSIG 1
+#define PR_GET_PDEATHSIG 2
 #define PR_SET_DUMPABLE 4
 #define PR_SET_CHILD_SUBREAPER 36
 #define RLIMIT_CORE 4

@@ -135,9 +135,13 @@ void sup_child_event(struct sup *s, int target_exit)
 		reap(s);
 	else if (target_exit)
 		s->target_alive = 0; /* a zombie until the group is empty */
-	if (s->target_alive && (sig = stopped_by(s)) != 0)
-		s->stop_sig = sig;
+	if (s->target_alive && (sig = stopped_by(s)) != 0) {
+		s->stop_sig = s->asked_stop ? 0 : sig;
+		s->asked_stop = 0;
+	}
 }
+
+static int is_stop_signal(int sig) { return sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU; }
 
 /* Only the zombie target left (or nothing we may signal). */
 static int group_empty(const struct sup *s) { return !s->target_alive && !sup_group_has_live_member(s->pgid); }
@@ -201,6 +205,7 @@ static void control_request(struct sup *s, int32_t op, int32_t value)
 	} else if (value == SIGKILL) {
 		s->kill_asked = s->kill_reply = 1;
 	} else {
+		s->asked_stop = is_stop_signal(value); /* the caller knows: it keeps its channel */
 		answer(s, sup_relay(s, value));
 	}
 }
@@ -286,18 +291,20 @@ static void stop_self(struct sup *s, int sig)
  * the supervisor (a shell) sees the job stopped. The SIGCONT that continues us is then
  * relayed to the target like any forwarded signal. A stopped process watches nothing, so
  * for that time a parent-death signal of SIGCONT (Linux, FreeBSD) wakes us if the parent
- * dies; a -w pid that is not our parent is seen only once we are continued. */
+ * dies; a -w pid that is not our parent is seen only once we are continued, and control
+ * requests are read then. (A stop asked for on the control socket is not followed.) */
 static void follow_stop(struct sup *s)
 {
-	int sig = s->stop_sig;
+	int sig = s->stop_sig, old = 0;
 
 	s->stop_sig = 0;
 	if (!s->target_alive || s->parent_gone || s->kill_asked)
 		return;
-	lh_arm_pdeathsig(SIGCONT);
+	if (lh_arm_pdeathsig(SIGCONT, &old) < 0)
+		return; /* nothing would wake us if the parent died: stay awake */
 	if (getppid() == s->parent) /* else it died already: no SIGCONT would come */
 		stop_self(s, sig);
-	lh_arm_pdeathsig(0);
+	lh_arm_pdeathsig(old, NULL);
 }
 
 /* ------------------------------------------------------------------ the target */
@@ -321,7 +328,7 @@ _Noreturn static void start_target(const struct sup *s)
 	const struct opts *o = s->o;
 
 	lh_change_credentials(o);
-	if (lh_arm_pdeathsig(SIGKILL) < 0) /* 0, macOS: nothing to arm */
+	if (lh_arm_pdeathsig(SIGKILL, NULL) < 0) /* 0, macOS: nothing to arm */
 		lh_fail(o, STAGE_ARM, errno, "arm the leash", NULL);
 	if (getppid() != s->self)
 		_exit(1); /* the supervisor is already gone */
