@@ -56,8 +56,12 @@ import os, sys
 pid = os.fork()
 if pid == 0:
     os.setpgid(0, 0)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # our pipe is the test's, not the job's
     os.execv(sys.argv[1], sys.argv[1:])
-os.setpgid(pid, pid)
+try:
+    os.setpgid(pid, pid)  # the race-free pair; EACCES once the child has exec'd
+except PermissionError:
+    pass
 print(pid, flush=True)
 while True:
     _, status = os.waitpid(pid, os.WUNTRACED | os.WCONTINUED)
@@ -75,7 +79,8 @@ while True:
 PARENT = r"""
 import os, subprocess, sys
 r, w = os.pipe()
-proc = subprocess.Popen([str(r) if a == "{l}" else a for a in sys.argv[1:]], pass_fds=(r,))
+cmd = [str(r) if a == "{l}" else a for a in sys.argv[1:]]
+proc = subprocess.Popen(cmd, pass_fds=(r,), stdout=subprocess.DEVNULL)
 os.close(r)
 print(proc.pid, flush=True)
 sys.stdin.read()
