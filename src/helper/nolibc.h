@@ -7,6 +7,8 @@
  * errno on failure). Only the values that are the same on x86_64 and aarch64 are defined.
  *
  * Without it: the system C library, plus the few Linux calls libc may lack (lh_*).
+ * The nolibc definitions that must exist once (errno, environ, _start, mem*) live in
+ * nolibc.c.
  */
 #ifndef LEASHED_NOLIBC_H
 #define LEASHED_NOLIBC_H
@@ -80,8 +82,8 @@ typedef unsigned int gid_t;
 typedef long ssize_t;
 typedef unsigned long sigset_t; /* the kernel's 64-bit mask for the rt_* calls */
 
-static int errno;
-char **environ;
+extern int errno;
+extern char **environ;
 int main(int argc, char **argv);
 
 /* Linux system call numbers: x86_64, then the generic table used by aarch64. */
@@ -92,7 +94,7 @@ enum {
 	NR_chdir = 80, NR_getppid = 110, NR_setsid = 112, NR_prctl = 157, NR_getdents64 = 217,
 	NR_clock_gettime = 228, NR_exit_group = 231, NR_openat = 257, NR_ppoll = 271,
 	NR_signalfd4 = 289, NR_dup3 = 292, NR_pipe2 = 293, NR_prlimit64 = 302,
-	NR_setreuid = 113, NR_setregid = 114, NR_setgroups = 116, NR_setpgid = 109,
+	NR_setreuid = 113, NR_setregid = 114, NR_setgroups = 116, NR_setpgid = 109, NR_waitid = 247,
 };
 #elif defined(__aarch64__)
 enum {
@@ -101,7 +103,7 @@ enum {
 	NR_chdir = 49, NR_getppid = 173, NR_setsid = 157, NR_prctl = 167, NR_getdents64 = 61,
 	NR_clock_gettime = 113, NR_exit_group = 94, NR_openat = 56, NR_ppoll = 73,
 	NR_signalfd4 = 74, NR_dup3 = 24, NR_pipe2 = 59, NR_prlimit64 = 261,
-	NR_setreuid = 145, NR_setregid = 143, NR_setgroups = 159, NR_setpgid = 154,
+	NR_setreuid = 145, NR_setregid = 143, NR_setgroups = 159, NR_setpgid = 154, NR_waitid = 95,
 };
 #else
 #error "LEASHED_NOLIBC supports x86_64 and aarch64 only"
@@ -109,15 +111,6 @@ enum {
 enum { NR_pidfd_send_signal = 424, NR_pidfd_open = 434, NR_close_range = 436 };
 
 #if defined(__x86_64__)
-__asm__(".text\n"
-	".global _start\n"
-	"_start:\n"
-	"	xor %ebp, %ebp\n"
-	"	mov %rsp, %rdi\n" /* -> argc, argv[], NULL, envp[], NULL */
-	"	and $-16, %rsp\n"
-	"	call lh_start_c\n"
-	"	hlt\n");
-
 static inline long lh_syscall6(long n, long a, long b, long c, long d, long e, long f)
 {
 	register long rax __asm__("rax") = n;
@@ -134,16 +127,6 @@ static inline long lh_syscall6(long n, long a, long b, long c, long d, long e, l
 	return rax;
 }
 #else
-__asm__(".text\n"
-	".global _start\n"
-	"_start:\n"
-	"	mov x29, xzr\n"
-	"	mov x30, xzr\n"
-	"	mov x0, sp\n" /* -> argc, argv[], NULL, envp[], NULL */
-	"	and sp, x0, #-16\n"
-	"	bl lh_start_c\n"
-	"	b .\n");
-
 static inline long lh_syscall6(long n, long a, long b, long c, long d, long e, long f)
 {
 	register long x8 __asm__("x8") = n;
@@ -184,20 +167,32 @@ static inline long lh_ret(long r)
 #define ENOENT 2
 #define ESRCH 3
 #define EINTR 4
+#define EIO 5
+#define E2BIG 7
+#define ENOEXEC 8
+#define EBADF 9
 #define ECHILD 10
 #define EAGAIN 11
+#define ENOMEM 12
 #define EACCES 13
+#define EFAULT 14
 #define ENOTDIR 20
+#define EISDIR 21
 #define EINVAL 22
+#define ENFILE 23
+#define EMFILE 24
+#define ETXTBSY 26
 #define EPIPE 32
 #define ENAMETOOLONG 36
 #define ENOSYS 38
+#define ELOOP 40
 
 #define O_RDONLY 0
 #define O_RDWR 2
 #define O_CLOEXEC 02000000
 #define AT_FDCWD (-100)
 #define O_NONBLOCK 04000
+#define F_GETFD 1
 #define F_SETFD 2
 #define F_DUPFD_CLOEXEC 1030
 #define FD_CLOEXEC 1
@@ -213,6 +208,7 @@ static inline long lh_ret(long r)
 #define SIGTERM 15
 #define SIGCHLD 17
 #define SIGCONT 18
+#define SIGSTOP 19
 #define SIGTSTP 20
 #define SIGTTIN 21
 #define SIGTTOU 22
@@ -235,12 +231,16 @@ static inline long lh_ret(long r)
 #define POLLNVAL 0x020
 
 #define WNOHANG 1
+#define WSTOPPED 2
+#define P_PID 1
+#define CLD_STOPPED 5
 #define WIFEXITED(s) (((s) & 0x7f) == 0)
 #define WEXITSTATUS(s) (((s) >> 8) & 0xff)
 #define WIFSIGNALED(s) (((s) & 0x7f) != 0 && ((s) & 0x7f) != 0x7f)
 #define WTERMSIG(s) ((s) & 0x7f)
 
 #define PR_SET_PDEATHSIG 1
+#define PR_GET_PDEATHSIG 2
 #define PR_SET_DUMPABLE 4
 #define PR_SET_CHILD_SUBREAPER 36
 #define RLIMIT_CORE 4
@@ -273,6 +273,16 @@ struct signalfd_siginfo {
 	uint32_t ssi_uid;
 	uint8_t pad_[108]; /* the rest of the 128-byte record: unused here */
 };
+typedef struct { /* the kernel's 128-byte siginfo on 64-bit, as waitid fills it */
+	int32_t si_signo;
+	int32_t si_errno;
+	int32_t si_code;
+	int32_t pad0_;
+	int32_t si_pid;
+	uint32_t si_uid;
+	int32_t si_status;
+	uint8_t pad_[100];
+} siginfo_t;
 struct lh_dirent64 {
 	uint64_t d_ino;
 	int64_t d_off;
@@ -331,6 +341,10 @@ static inline pid_t waitpid(pid_t pid, int *status, int options)
 {
 	return (pid_t)lh_ret(lh_syscall4(NR_wait4, pid, status, options, 0));
 }
+static inline int waitid(int idtype, pid_t id, siginfo_t *info, int options)
+{
+	return (int)lh_ret(lh_syscall5(NR_waitid, idtype, id, info, options, 0));
+}
 static inline int kill(pid_t pid, int sig) { return (int)lh_ret(lh_syscall2(NR_kill, pid, sig)); }
 static inline int ppoll(struct pollfd *fds, unsigned long n, const struct timespec *ts, const sigset_t *mask)
 {
@@ -377,60 +391,12 @@ static inline int clock_gettime(int clk, struct timespec *ts)
 	return (int)lh_ret(lh_syscall2(NR_clock_gettime, clk, ts));
 }
 
-/* The compiler may emit calls to these even when freestanding. The empty asm keeps it from
- * turning the loops back into calls to themselves. */
-void *memset(void *dst, int c, size_t n)
-{
-	unsigned char *d = dst;
-	while (n--) {
-		*d++ = (unsigned char)c;
-		__asm__ volatile("" ::: "memory");
-	}
-	return dst;
-}
-void *memmove(void *dst, const void *src, size_t n)
-{
-	unsigned char *d = dst;
-	const unsigned char *s = src;
-	if (d < s) {
-		while (n--) {
-			*d++ = *s++;
-			__asm__ volatile("" ::: "memory");
-		}
-	} else {
-		while (n--) {
-			d[n] = s[n];
-			__asm__ volatile("" ::: "memory");
-		}
-	}
-	return dst;
-}
-void *memcpy(void *dst, const void *src, size_t n) { return memmove(dst, src, n); }
-int memcmp(const void *a, const void *b, size_t n)
-{
-	const unsigned char *x = a, *y = b;
-	for (; n; n--, x++, y++)
-		if (*x != *y)
-			return *x - *y;
-	return 0;
-}
-size_t strlen(const char *s)
-{
-	const char *p = s;
-	while (*p)
-		p++;
-	return (size_t)(p - s);
-}
-
-/* Entered from _start with the initial stack: argc, argv[argc], NULL, envp[], NULL. */
-__attribute__((used, noreturn)) void lh_start_c(long *sp);
-__attribute__((used, noreturn)) void lh_start_c(long *sp)
-{
-	int argc = (int)sp[0];
-	char **argv = (char **)(sp + 1);
-	environ = argv + argc + 1;
-	_exit(main(argc, argv));
-}
+/* The compiler may emit calls to these even when freestanding; defined in nolibc.c. */
+void *memset(void *dst, int c, size_t n);
+void *memmove(void *dst, const void *src, size_t n);
+void *memcpy(void *dst, const void *src, size_t n);
+int memcmp(const void *a, const void *b, size_t n);
+size_t strlen(const char *s);
 
 #endif /* LEASHED_NOLIBC */
 #endif /* LEASHED_NOLIBC_H */

@@ -1,0 +1,178 @@
+/* helper.h - what the parts of leashed-helper share.
+ *
+ *   main.c        the portable core: command line, credentials, exec, report pipe
+ *   supervisor.c  the supervisor's portable logic (endings, reaping, control socket)
+ *   guardian.c    the guardian's portable logic
+ *   linux.c       backend: pidfd, signalfd, /proc, subreaper, PR_SET_PDEATHSIG
+ *   kqueue.c      backend: kqueue (macOS, the BSDs), FreeBSD procctl
+ *
+ * Exactly one backend is built; it implements the functions marked "backend" below.
+ * The contract with the Python side is docs/helper-protocol.md.
+ *
+ * Rules kept throughout:
+ * - No allocation; bounded static tables only.
+ * - Code that runs in a forked child before exec uses async-signal-safe calls only.
+ * - Nothing of ours reaches the target: our fds are close-on-exec, the signal mask and
+ *   dispositions are restored in the child before exec.
+ * - Every fd we create is >= 3 (lh_high_fd): the caller may have closed its stdio.
+ * - Never signal a pid that may have been reused: direct children are safe while
+ *   unreaped; deeper descendants go through pidfd_open + a start-time recheck; a
+ *   process group only while its leader (the target) is unreaped.
+ */
+#ifndef LEASHED_HELPER_H
+#define LEASHED_HELPER_H
+
+#if defined(__linux__) && !defined(LEASHED_NOLIBC) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE /* -std=c11 hides POSIX otherwise */
+#elif defined(__APPLE__) && !defined(_DARWIN_C_SOURCE)
+#define _DARWIN_C_SOURCE
+#elif defined(__NetBSD__) && !defined(_NETBSD_SOURCE)
+#define _NETBSD_SOURCE
+#endif
+#include "nolibc.h"
+
+/* ------------------------------------------------------------------ core (main.c) */
+
+/* Bits, so that the option table can say in which modes an option is valid. */
+enum lh_mode { MODE_DIRECT = 1, MODE_SUPERVISOR = 2, MODE_GUARDIAN = 4 };
+
+/* What failed before the target ran: the first int32 of the report. */
+enum lh_stage {
+	STAGE_EXEC = 1,	       /* execve of PROGRAM */
+	STAGE_ARM = 2,	       /* arming the leash: prctl, subreaper, procctl, pidfd, kqueue, setpgid */
+	STAGE_FORK = 3,	       /* fork */
+	STAGE_GUARDIAN = 4,    /* the guardian could not arm */
+	STAGE_CREDENTIALS = 5, /* setgroups, setregid, setreuid */
+	STAGE_USAGE = 6,       /* bad command line (errno EINVAL) */
+	STAGE_SETUP = 7	       /* anything else before the target runs: a bad fd, signalfd, ... */
+};
+
+struct opts {
+	enum lh_mode mode;
+	pid_t ppid;	  /* -p, 0 = no check */
+	int sig;	  /* -s */
+	long grace_ms;	  /* -g */
+	int report_fd;	  /* -r, -1 = none */
+	int life_fd;	  /* -l, -1 = none */
+	int ctl_fd;	  /* -c, -1 = none */
+	pid_t watch;	  /* -w, 0 = none */
+	int tree;	  /* -t */
+	int group;	  /* -P; always set for the supervisor outside Linux */
+	int uid_given, gid_given, groups_given; /* -U, -G, -X */
+	uid_t uid;
+	gid_t gid;
+	size_t ngroups;	  /* -X: how many, in the table of main.c */
+	const char *prog; /* PROGRAM */
+	char **argv;	  /* [ARGV0 [ARG]...], may be empty */
+};
+
+/* Reports `stage, err` on the report pipe (or says it on stderr without one) and exits:
+ * 2 for STAGE_USAGE, 127 for STAGE_EXEC with ENOENT, 126 otherwise. what/arg name the
+ * step ("exec", PROGRAM); arg may be NULL. Async-signal-safe. */
+_Noreturn void lh_fail(const struct opts *o, enum lh_stage stage, int err, const char *what, const char *arg);
+/* In the child, after credentials and arming: executes PROGRAM or reports why not. */
+_Noreturn void lh_exec_target(const struct opts *o);
+/* The user=, group=, extra_groups= of subprocess; STAGE_CREDENTIALS on failure. */
+void lh_change_credentials(const struct opts *o);
+
+void lh_put(int fd, const void *buf, size_t n);
+int lh_parse_num(const char *s, unsigned long long lo, unsigned long long hi, unsigned long long *out);
+int lh_high_fd(int fd);	  /* moves a new fd of ours above stdio; -1 stays -1 */
+int lh_pipe(int fds[2]);  /* close-on-exec, both ends >= 3 */
+long long lh_now_ms(void); /* monotonic */
+const struct timespec *lh_timeout(struct timespec *ts, long ms); /* NULL for ms < 0 */
+int lh_lifeline_eof(int fd); /* reads the lifeline: 1 at EOF (the parent is gone) */
+/* Sends a death signal through send(ctx, sig) so that a stopped process gets it too:
+ * SIGCONT, sig, SIGCONT (unless sig is SIGKILL or SIGCONT). */
+void lh_send_death(int sig, void (*send)(void *, int), void *ctx);
+/* Calls wait(ctx, ms) until done(ctx) or the monotonic deadline (ms) passes; each wait
+ * lasts at most step_ms when step_ms > 0. Returns done(ctx). The one deadline loop of
+ * every grace period, so no wait can stretch it or spin past it. */
+int lh_wait_until(long long deadline, long step_ms, int (*done)(void *), void (*wait)(void *, long), void *ctx);
+
+_Noreturn void lh_run_supervisor(const struct opts *o); /* supervisor.c */
+_Noreturn void lh_run_guardian(struct opts *o);	 /* guardian.c */
+
+/* ------------------------------------------------------------------ backend, any mode */
+
+/* Parent-death signal of this process (0 disarms); the one it replaces into *old unless
+ * old is NULL. 1 armed, 0 this OS has none, -1 errno. */
+int lh_arm_pdeathsig(int sig, int *old);
+void lh_no_core_dumps(void); /* beyond RLIMIT_CORE (Linux: not dumpable) */
+int lh_close_fds(unsigned lo, unsigned hi); /* close_range; -1: the caller closes one by one */
+
+/* ------------------------------------------------------------------ supervisor */
+
+extern const int lh_forwarded[]; /* the signals the supervisor passes on */
+#define NFWD 13
+
+/* What an ending (parent death, target exit with -t, control SIGKILL) signals. */
+enum end_how {
+	END_TARGET, /* the target only (no -t) */
+	END_TREE,   /* every descendant: Linux subreaper walk, FreeBSD PROC_REAP_KILL */
+	END_GROUP   /* the target's process group, its number pinned by the unreaped target */
+};
+
+struct sup {
+	const struct opts *o;
+	pid_t self, parent, target;
+	pid_t pgid;	    /* the target's own process group (group strategy); 0 = ours */
+	enum end_how end;
+	int target_alive;   /* has not exited */
+	int target_reaped;  /* waited for: from now on its pid and pgid may be reused */
+	int target_status;
+	int stop_sig;	    /* the target stopped by this signal: the supervisor follows */
+	int asked_stop;	    /* a stop signal relayed from the control socket: not followed */
+	int own_sig;	    /* a signal the supervisor sent itself (kqueue reports those) */
+	int life, ctl;	    /* lifeline, control socket; -1 = none */
+	int parent_gone;    /* lifeline EOF, -w exit, or RELEASE */
+	int kill_asked;	    /* control SIGKILL: end everything by SIGKILL now */
+	int kill_reply;	    /* ... and answer once it is done, then die by SIGKILL */
+	unsigned char cbuf[8]; /* a control request being read */
+	size_t clen;
+	sigset_t orig_mask;    /* restored in the target */
+	struct sigaction orig_chld, orig_fwd[NFWD];
+	int fwd_ignored;       /* kqueue: the forwarded signals are SIG_IGN here */
+#ifdef __linux__
+	int sfd, wfd, tfd; /* signalfd, -w pidfd, target pidfd (exit seen without reaping) */
+#else
+	int kq;
+#endif
+};
+
+/* Portable, called by the backend's event wait. */
+void sup_read_lifeline(struct sup *s);
+void sup_read_control(struct sup *s);
+void sup_child_event(struct sup *s, int target_exit);
+int sup_relay(struct sup *s, int sig);	       /* to the target or its group; errno or 0 */
+void sup_group_signal(const struct sup *s, int sig);
+
+/* Backend. */
+void sup_arm(struct sup *s);	       /* leash, signal wait; exits 1 if the parent is gone */
+int sup_watch_target(struct sup *s);   /* see the target's exit without reaping; errno */
+void sup_wait_events(struct sup *s, long timeout_ms); /* one wait; -1 = no timeout */
+void sup_signal_tree(struct sup *s, int sig);	       /* END_TREE */
+int sup_group_has_live_member(pid_t pgid);	       /* besides a zombie leader */
+
+/* ------------------------------------------------------------------ guardian */
+
+struct guard {
+	const struct opts *o;
+	pid_t target;	   /* the helper's pid: it becomes the target */
+	int life;	   /* lifeline; -1 once at EOF */
+	int target_exited, parent_gone;
+#ifdef __linux__
+	int tfd, wfd; /* pidfds of the target and of the -w pid */
+#else
+	int kq;
+#endif
+};
+
+#define GUARD_GONE (-1) /* guard_arm: the -w pid is already gone */
+
+/* Backend. */
+int guard_arm(struct guard *g);		       /* 0, GUARD_GONE or an errno */
+void guard_wait(struct guard *g, long timeout_ms); /* sets target_exited / parent_gone */
+void guard_signal(struct guard *g, int sig);	       /* only while it cannot be a reused pid */
+
+#endif /* LEASHED_HELPER_H */
