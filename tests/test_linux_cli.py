@@ -399,7 +399,7 @@ def test_helper_command_lines() -> None:
     assert line(grace=2.5) == ["supervisor", "-p", "4242", "-s", "15", "-g", "2500", "-w", "4242"]
     assert line(pid=77) == ["guardian", "-s", "9", "-w", "77"]
     assert line(pid=77, tree=True) == ["supervisor", "-s", "9", "-w", "77", "-t"]
-    assert line(pid=77, grace=0) == ["supervisor", "-s", "9", "-w", "77"]
+    assert line(pid=77, grace=0) == ["supervisor", "-s", "9", "-g", "0", "-w", "77"]
 
 
 # -- version, help, doctor -------------------------------------------------------------------

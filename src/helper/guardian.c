@@ -77,12 +77,15 @@ static void wait_for_target(void *p, long timeout_ms) { guard_wait(p, timeout_ms
 static void signal_target(void *g, int sig) { guard_signal(g, sig); }
 
 /* The parent is gone: the death signal (with SIGCONT, for a stopped target), up to grace
- * for the target to exit, then SIGKILL. */
+ * for the target to exit, then SIGKILL. Without a grace, only the death signal, as the
+ * kernel's parent-death signal does. */
 _Noreturn static void end_target(struct guard *g)
 {
 	int sig = g->o->sig;
 
 	lh_send_death(sig, signal_target, g);
+	if (sig != SIGKILL && g->o->grace_ms < 0)
+		_exit(0);
 	if (sig != SIGKILL &&
 	    lh_wait_until(lh_now_ms() + g->o->grace_ms, -1, target_exited, wait_for_target, g))
 		_exit(0);

@@ -51,7 +51,7 @@ struct opts {
 	enum lh_mode mode;
 	pid_t ppid;	  /* -p, 0 = no check */
 	int sig;	  /* -s */
-	long grace_ms;	  /* -g */
+	long grace_ms;	  /* -g; -1 = none given: the death signal only, no SIGKILL after it */
 	int report_fd;	  /* -r, -1 = none */
 	int life_fd;	  /* -l, -1 = none */
 	int ctl_fd;	  /* -c, -1 = none */

@@ -480,6 +480,7 @@ static void init_opts(struct opts *o)
 {
 	memset(o, 0, sizeof *o);
 	o->sig = SIGKILL;
+	o->grace_ms = -1;
 	o->report_fd = o->life_fd = o->ctl_fd = -1;
 }
 

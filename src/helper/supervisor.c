@@ -241,9 +241,11 @@ static int ending_done(void *p)
 static void ending_wait(void *p, long timeout_ms) { sup_wait_events(p, timeout_ms); }
 
 /* sig (with SIGCONT) to everything, up to grace_ms for it to exit, then SIGKILL rounds
- * until nothing is left. Children are waited for by SIGCHLD (the last descendant to die is
- * always one of our children); a group's other members are not our children, so its
- * emptiness is re-checked every RECHECK_MS, during the ending only. */
+ * until nothing is left; grace_ms < 0 (none given): sig only, then wait as long as
+ * anything is left, as the kernel's parent-death signal would leave it. Children are
+ * waited for by SIGCHLD (the last descendant to die is always one of our children); a
+ * group's other members are not our children, so its emptiness is re-checked every
+ * RECHECK_MS, during the ending only. */
 static void end_all(struct sup *s, int sig, long grace_ms)
 {
 	long step = s->end == END_GROUP ? RECHECK_MS : -1;
@@ -251,7 +253,10 @@ static void end_all(struct sup *s, int sig, long grace_ms)
 
 	if (!all_gone(s)) {
 		lh_send_death(sig, signal_all_cb, s);
-		if (sig != SIGKILL)
+		if (sig != SIGKILL && grace_ms < 0)
+			while (!ending_done(s)) /* until they are gone, or kill() is asked for */
+				ending_wait(s, step);
+		else if (sig != SIGKILL)
 			lh_wait_until(lh_now_ms() + grace_ms, step, ending_done, ending_wait, s);
 		while (!all_gone(s)) {
 			if (s->end == END_GROUP && rounds++ >= KILL_ROUNDS)

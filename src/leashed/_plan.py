@@ -53,7 +53,7 @@ class LeashPlan:
 
     mechanism: Mechanism
     death_signal: int
-    grace_ms: int
+    grace_ms: int | None  # None: the death signal only, never SIGKILL after it
     tree: bool
     kill_on_drop: bool
 
@@ -154,5 +154,5 @@ def plan_from(request: LeashRequest, mechanism: Mechanism) -> LeashPlan:
     signal_number = request.death_signal
     if signal_number is None:
         signal_number = int(signal.SIGTERM) if request.grace_s else SIGKILL
-    grace_ms = math.ceil((request.grace_s or 0.0) * 1000)
+    grace_ms = None if request.grace_s is None else math.ceil(request.grace_s * 1000)
     return LeashPlan(mechanism, signal_number, grace_ms, request.tree, request.kill_on_drop)

@@ -40,7 +40,7 @@ def _windows_plan(request: LeashRequest) -> LeashPlan:
     if request.mechanism is not None:
         raise ValueError("mechanism cannot be chosen on Windows: it always uses a job object")
     _windows.check_leash_options(request.tree, request.grace_s, request.death_signal)
-    return LeashPlan("job", 9, 0, True, request.kill_on_drop)
+    return LeashPlan("job", 9, None, True, request.kill_on_drop)
 
 
 def plan_for_popen(**options: Any) -> LeashPlan:

@@ -99,7 +99,7 @@ class HelperCommand:
             "report_fd": self.report_fd,
             "parent_pid": self.parent_pid,
             "death_signal": self.plan.death_signal,
-            "grace_ms": self.plan.grace_ms or None,
+            "grace_ms": self.plan.grace_ms,
             "lifeline_fd": self.lifeline_fd,
             "watch_pid": self.watch_pid,
             "control_fd": self.control_fd,

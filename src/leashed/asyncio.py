@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import weakref
-from asyncio import streams
+from asyncio import base_subprocess, streams
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -46,8 +46,16 @@ DEVNULL = subprocess.DEVNULL
 
 #: asyncio.streams' default buffer limit (64 KiB), the default of ``limit=``.
 _DEFAULT_LIMIT = 2**16
-#: From 3.11 on, asyncio's wait() also waits for the pipes to close (gh-88050).
-_WAIT_FOR_PIPES = sys.version_info >= (3, 11)
+_TRANSPORT = base_subprocess.BaseSubprocessTransport
+#: From 3.11 on, asyncio's wait() also waits for the pipes to close (gh-88050), until
+#: gh-119710 (3.14.7+, 3.15) made it return at the child's exit again. Read off the running
+#: asyncio, not its version number, so a backport is followed too.
+_WAIT_FOR_PIPES = (
+    sys.version_info >= (3, 11)
+    and "_exit_waiters" not in _TRANSPORT._process_exited.__code__.co_names
+)
+#: gh-127049: once the exit status is known, send_signal() is silently ignored.
+_SIGNAL_AFTER_EXIT_IS_SILENT = "_returncode" in _TRANSPORT.send_signal.__code__.co_names
 #: os.pidfd_open where the platform has it (Linux >= 5.3); tests may clear it.
 _pidfd_open = getattr(os, "pidfd_open", None)
 
@@ -231,6 +239,8 @@ class Process(asyncio.subprocess.Process):
         """Send ``signal``; ProcessLookupError once the process is finished, as asyncio."""
         if self._state.finished:
             raise ProcessLookupError()
+        if _SIGNAL_AFTER_EXIT_IS_SILENT and self._state.returncode is not None:
+            return
         self._popen.send_signal(signal)
 
     def terminate(self) -> None:
