@@ -16,6 +16,8 @@ from pathlib import Path
 SUITE_VAR = "LEASHED_TEST_SUITE"
 #: Per-test marker, for counting the survivors of one scenario.
 CASE_VAR = "LEASHED_TEST_CASE"
+#: SIGKILL's number; Windows' signal module has no SIGKILL (this module is imported there).
+SIGKILL = getattr(signal, "SIGKILL", 9)
 
 
 def new_marker() -> str:
@@ -134,7 +136,7 @@ class Parent:
             raise AssertionError(f"parent exited early ({self.proc.wait()}): {err}")
         return line.strip()
 
-    def kill(self, sig: int = signal.SIGKILL) -> None:
+    def kill(self, sig: int = SIGKILL) -> None:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, sig)
         self.proc.wait()

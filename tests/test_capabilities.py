@@ -10,6 +10,7 @@ import leashed
 from leashed import _capabilities
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux report")
 def test_linux_report_names_every_mode_and_the_helper() -> None:
     caps = leashed.capabilities()
     assert caps["platform"] == sys.platform
@@ -30,6 +31,7 @@ def test_other_posix_platforms_say_what_escapes(
     platform: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_capabilities, "IS_LINUX", False)
+    monkeypatch.setattr(_capabilities, "IS_WINDOWS", False)
     monkeypatch.setattr(sys, "platform", platform)
     caps = _capabilities.capabilities()
     tree = caps["modes"]["tree"]
