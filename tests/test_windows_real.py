@@ -18,6 +18,7 @@ so the test can fail. Everything left is terminated through the handles we hold.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import subprocess
 import sys
@@ -74,9 +75,21 @@ def _wine_version() -> str | None:
 
 
 WINE = _wine_version()
-#: CPython 3.12 and 3.13 abort in os.getppid() under Wine 8 (NtQueryInformationProcess
-#: ProcessBasicInformation gives them a layout they reject); watch_parent needs getppid.
-GETPPID_BROKEN = WINE is not None and sys.version_info >= (3, 12)
+
+
+@functools.cache
+def getppid_dies() -> bool:
+    """CPython 3.12+ implements os.getppid() with PssCaptureSnapshot, which Wine 8 lacks:
+    the process dies. watch_parent needs getppid; see whether it works here."""
+    if WINE is None or sys.version_info < (3, 12):
+        return False
+    probe = subprocess.run(
+        [sys.executable, "-c", "import os; os.getppid()"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=120,
+    )
+    return probe.returncode != 0
 
 
 class Tracked:
@@ -429,8 +442,8 @@ CASES = {
 def _run_case(scenario: Scenario, name: str, end: str) -> None:
     if end == "sigkill" and WINE is None:
         pytest.skip("SIGKILL of a Unix process: only under Wine (taskkill /F is the analogue)")
-    if name == "watch_parent" and GETPPID_BROKEN:
-        pytest.skip(f"os.getppid() aborts CPython {sys.version_info[:2]} under Wine {WINE}")
+    if name == "watch_parent" and getppid_dies():
+        pytest.skip(f"os.getppid() dies on CPython {sys.version_info[:2]} under Wine {WINE}")
     parent_code, children = CASES[name]
     scenario.start(parent_code, children, end)
     scenario.end_parent(end)
