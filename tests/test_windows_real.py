@@ -83,10 +83,12 @@ def getppid_dies() -> bool:
     the process dies. watch_parent needs getppid; see whether it works here."""
     if WINE is None or sys.version_info < (3, 12):
         return False
+    # No pipes: Wine's crash handler may start processes that inherit and keep them open.
     probe = subprocess.run(
         [sys.executable, "-c", "import os; os.getppid()"],
         stdin=subprocess.DEVNULL,
-        capture_output=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         timeout=120,
     )
     return probe.returncode != 0
