@@ -103,9 +103,9 @@ class Parent:
             raise AssertionError(f"parent exited early ({self.proc.wait()}): {err}")
         return line.strip()
 
-    def kill(self, sig: int | None = None) -> None:
+    def kill(self, sig: int = SIGKILL) -> None:
         if self.proc.poll() is None:
-            os.kill(self.proc.pid, SIGKILL if sig is None else sig)
+            os.kill(self.proc.pid, sig)
         self.proc.wait()
 
     def finish(self) -> None:
