@@ -83,16 +83,22 @@ def test_a_renamed_parameter_fails_loudly() -> None:
 
 
 def test_one_audit_event_per_spawn_with_the_users_program(tmp_path: Path) -> None:
+    if sys.platform == "win32":  # the stdlib's own event is the only one: nothing is rewritten
+        options, argv, expected = "({},)", "[sys.executable, '-c', 'pass']", "1"
+    else:
+        options = "({}, {'tree': True}, {'mechanism': 'guardian'})"
+        argv, expected = "['true', 'x']", "[('true', ['true', 'x'])]"
     code = (
         "import sys, leashed\n"
         "seen = []\n"
         "sys.addaudithook(lambda e, a: seen.append(a[:2]) if e == 'subprocess.Popen' else None)\n"
-        "for options in ({}, {'tree': True}, {'mechanism': 'guardian'}):\n"
+        f"for options in {options}:\n"
         "    seen.clear()\n"
-        "    leashed.Popen(['true', 'x'], **options).wait()\n"
-        "    print(seen)\n"
+        f"    leashed.Popen({argv}, **options).wait()\n"
+        f"    print(len(seen) if sys.platform == 'win32' else seen)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
     ).stdout.splitlines()
-    assert out == ["[('true', ['true', 'x'])]"] * 3
+    assert out and out == [expected] * len(out)
+    assert len(out) == (1 if sys.platform == "win32" else 3)

@@ -460,7 +460,7 @@ def test_capabilities_before_any_child() -> None:
         caps = win.windows_capabilities()
     finally:
         win.set_api_for_tests(None)
-    assert caps["mechanism"] == "job object, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE"
+    assert caps["how"] == "job object, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE"
     assert caps["whole_tree"] is True
     assert caps["race_free"] is True
     assert caps["grace"] is False

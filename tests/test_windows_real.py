@@ -476,9 +476,11 @@ def test_capabilities_report_the_job() -> None:
     caps = leashed.capabilities()
     assert caps["platform"] == "win32"
     assert caps["helper"] is None
-    assert caps["mechanism"] == "job object, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE"
-    assert caps["whole_tree"] is True and caps["race_free"] is True
+    assert caps["default"] == "job"
+    job = caps["mechanisms"]["job"]
+    assert job["how"] == "job object, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE"
+    assert job["whole_tree"] is True and job["race_free"] is True and job["available"] is True
     with leashed.Popen([sys.executable, "-c", "pass"]) as child:
         assert child.mechanism == "job"
     assert child.returncode == 0
-    assert leashed.capabilities()["job_scope"] == "process-wide"
+    assert leashed.capabilities()["mechanisms"]["job"]["job_scope"] == "process-wide"

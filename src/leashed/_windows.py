@@ -573,9 +573,11 @@ def windows_capabilities() -> dict[str, object]:
     backend = _backend  # report without loading the API
     job = backend.job if backend is not None else None
     return {
-        "mechanism": "job object, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE",
+        "available": True,
+        "how": "job object, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE",
         "whole_tree": True,
         "race_free": True,
+        "notes": [],
         "race_free_how": "child created CREATE_SUSPENDED, assigned to the job, then resumed",
         "any_death": True,
         "breakaway": "refused (no BREAKAWAY_OK limit; CREATE_BREAKAWAY_FROM_JOB rejected)",
