@@ -117,6 +117,8 @@ struct sup {
 	const struct opts *o;
 	pid_t self, parent, target;
 	pid_t pgid;	    /* the target's own process group (group strategy); 0 = ours */
+	pid_t apart;	    /* the caller's group, which the target joins while the supervisor
+			     * stands in a group of its own; 0 = not apart */
 	enum end_how end;
 	int target_alive;   /* has not exited */
 	int target_reaped;  /* waited for: from now on its pid and pgid may be reused */

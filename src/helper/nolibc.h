@@ -95,6 +95,7 @@ enum {
 	NR_clock_gettime = 228, NR_exit_group = 231, NR_openat = 257, NR_ppoll = 271,
 	NR_signalfd4 = 289, NR_dup3 = 292, NR_pipe2 = 293, NR_prlimit64 = 302,
 	NR_setreuid = 113, NR_setregid = 114, NR_setgroups = 116, NR_setpgid = 109, NR_waitid = 247,
+	NR_getpgid = 121,
 };
 #elif defined(__aarch64__)
 enum {
@@ -104,6 +105,7 @@ enum {
 	NR_clock_gettime = 113, NR_exit_group = 94, NR_openat = 56, NR_ppoll = 73,
 	NR_signalfd4 = 74, NR_dup3 = 24, NR_pipe2 = 59, NR_prlimit64 = 261,
 	NR_setreuid = 145, NR_setregid = 143, NR_setgroups = 159, NR_setpgid = 154, NR_waitid = 95,
+	NR_getpgid = 155,
 };
 #else
 #error "LEASHED_NOLIBC supports x86_64 and aarch64 only"
@@ -331,6 +333,7 @@ __attribute__((noreturn)) static inline void _exit(int code)
 }
 static inline pid_t getpid(void) { return (pid_t)lh_syscall0(NR_getpid); }
 static inline pid_t getppid(void) { return (pid_t)lh_syscall0(NR_getppid); }
+static inline pid_t getpgid(pid_t pid) { return (pid_t)lh_ret(lh_syscall1(NR_getpgid, pid)); }
 static inline int prctl(int opt, unsigned long a, unsigned long b, unsigned long c, unsigned long d)
 {
 	return (int)lh_ret(lh_syscall5(NR_prctl, opt, a, b, c, d));

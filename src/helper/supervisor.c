@@ -135,7 +135,8 @@ void sup_child_event(struct sup *s, int target_exit)
 		reap(s);
 	else if (target_exit)
 		s->target_alive = 0; /* a zombie until the group is empty */
-	if (s->target_alive && (sig = stopped_by(s)) != 0) {
+	/* A supervisor apart is nobody's job: a shell waits for its leader, not for it. */
+	if (s->target_alive && !s->apart && (sig = stopped_by(s)) != 0) {
 		s->stop_sig = s->asked_stop ? 0 : sig;
 		s->asked_stop = 0;
 	}
@@ -339,6 +340,8 @@ _Noreturn static void start_target(const struct sup *s)
 		_exit(1); /* the supervisor is already gone */
 	if (o->group && setpgid(0, 0) < 0)
 		lh_fail(o, STAGE_ARM, errno, "arm the leash", NULL);
+	if (s->apart && setpgid(0, s->apart) < 0)
+		lh_fail(o, STAGE_ARM, errno, "arm the leash", NULL);
 	restore_signals(s);
 	lh_exec_target(o);
 }
@@ -372,6 +375,8 @@ static void start(struct sup *s)
 		setpgid(pid, pid); /* EACCES: it already exec'd (and had done it); ESRCH: it died */
 		s->pgid = pid;
 	}
+	if (s->apart)
+		setpgid(pid, s->apart); /* the race-free pair, as above */
 	watch_target(s);
 	if (s->o->report_fd >= 0)
 		close(s->o->report_fd); /* the caller's EOF now means: the target was executed */
@@ -406,12 +411,29 @@ _Noreturn static void finish(struct sup *s)
 	exit_like(s->target_status);
 }
 
+/* Unless the supervisor leads its group already (a shell's job, start_new_session) or
+ * uses the group strategy, it moves to a group of its own while the target stays in the
+ * caller's. A signal to the caller's whole group (kill -INT 0, os.killpg, a CI runner's
+ * kill -9 of the job's group) then reaches the target once, directly, never again through
+ * the supervisor's relay; and a SIGKILL of that group leaves the supervisor alive to end
+ * the tree. Terminal signals reach the target as before: its group is the foreground one. */
+static void stand_apart(struct sup *s)
+{
+	pid_t caller = getpgid(0);
+
+	if (s->o->group || caller == s->self)
+		return;
+	if (setpgid(0, 0) == 0)
+		s->apart = caller;
+}
+
 _Noreturn void lh_run_supervisor(const struct opts *o)
 {
 	struct sup s;
 
 	init(&s, o);
 	sup_arm(&s); /* exits 1 if the parent is already gone */
+	stand_apart(&s);
 	start(&s);
 	while (s.target_alive && !s.parent_gone && !s.kill_asked) {
 		sup_wait_events(&s, -1);
