@@ -136,6 +136,7 @@ def test_a_sigkilled_script_leaves_nothing_it_started(marker: str) -> None:
         script.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", [[], ["--tree"]], ids=["guardian", "tree"])
 def test_script_killed_during_the_clis_start_up_leaves_nothing(
     marker: str, flags: list[str]

@@ -45,6 +45,7 @@ def test_child_of_exited_thread_lives_then_dies_with_process(mechanism: str) -> 
         parent.finish()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mechanism", MECHANISMS)
 def test_parent_sigkilled_during_spawn_storm(mechanism: str) -> None:
     trials = 200 if mechanism == "direct" else 50

@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow
+
 STORM = Path(__file__).resolve().parent.parent / "stress" / "kill_storm.py"
 
 
