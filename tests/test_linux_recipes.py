@@ -111,6 +111,7 @@ class Lines:
 
     def __init__(self, parent: Parent) -> None:
         assert parent.proc.stdout is not None
+        self.parent = parent
         self.fd = parent.proc.stdout.fileno()
         self.pending = b""
         self.untaken: list[str] = []
@@ -134,8 +135,21 @@ class Lines:
             chunk = os.read(self.fd, 65536) if ready else b""
             if not chunk:
                 why = "output ended" if ready else f"nothing in {timeout}s"
-                raise AssertionError(f"{why} before a line matching {pattern!r}: {self.seen}")
+                raise AssertionError(
+                    f"{why} before a line matching {pattern!r}: {self.seen}\n{self.errors()}"
+                )
             self.pending += chunk
+
+    def errors(self) -> str:
+        """What the parent wrote on stderr so far (for a failure's message)."""
+        assert self.parent.proc.stderr is not None
+        fd, out = self.parent.proc.stderr.fileno(), b""
+        while select.select([fd], [], [], 0.5)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            out += chunk
+        return out.decode(errors="replace")[-4000:]
 
 
 def get(url: str) -> bytes:
@@ -292,7 +306,9 @@ KERNEL_PARENT = """
         return "".join(out).strip()
 
     # an interrupt still reaches a running cell, and the kernel lives on
-    msg_id = kc.execute("import time; print('sleeping', flush=True); time.sleep(60)")
+    # (stop_on_error=False: else ipykernel may abort the next request, with or without leashed)
+    code = "import time; print('sleeping', flush=True); time.sleep(60)"
+    msg_id = kc.execute(code, stop_on_error=False)
     while True:
         msg = kc.get_iopub_msg(timeout=60)
         if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
