@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,11 @@ from support import (
     marked,
     named,
     new_marker,
-    poll_until,
     wait_until_gone,
 )
 
 import leashed._helper
+from leashed._procfs import poll_until
 
 pytestmark = pytest.mark.skipif(
     leashed._helper.helper_path() is None, reason="leashed-helper is not built"
@@ -351,21 +352,33 @@ SERVER_PARENT = """
     time.sleep(600)
 """
 
+
+@dataclass(frozen=True)
+class Server:
+    """A server recipe and the log lines that show its start and its clean shutdown."""
+
+    app: str
+    port: str
+    started: str
+    per_worker: tuple[str, ...]
+    once: tuple[str, ...]
+
+
 SERVERS = {
-    "uvicorn": {
-        "files": ["asgi_app.py"],
-        "port": r"Uvicorn running on http://127\.0\.0\.1:(\d+)",
-        "started": r"Application startup complete\.",
-        "per_worker": [r"Application shutdown complete\.", r"Finished server process \[\d+\]"],
-        "once": [r"Stopping parent process \[\d+\]"],
-    },
-    "gunicorn": {
-        "files": ["wsgi_app.py"],
-        "port": r"Listening at: http://127\.0\.0\.1:(\d+)",
-        "started": r"Booting worker with pid: \d+",
-        "per_worker": [r"Worker exiting \(pid: \d+\)"],
-        "once": [r"Handling signal: term", r"Shutting down: Master"],
-    },
+    "uvicorn": Server(
+        app="asgi_app.py",
+        port=r"Uvicorn running on http://127\.0\.0\.1:(\d+)",
+        started=r"Application startup complete\.",
+        per_worker=(r"Application shutdown complete\.", r"Finished server process \[\d+\]"),
+        once=(r"Stopping parent process \[\d+\]",),
+    ),
+    "gunicorn": Server(
+        app="wsgi_app.py",
+        port=r"Listening at: http://127\.0\.0\.1:(\d+)",
+        started=r"Booting worker with pid: \d+",
+        per_worker=(r"Worker exiting \(pid: \d+\)",),
+        once=(r"Handling signal: term", r"Shutting down: Master"),
+    ),
 }
 
 
@@ -375,14 +388,14 @@ def test_server_shuts_down_cleanly_when_its_parent_is_sigkilled(
 ) -> None:
     pytest.importorskip(server)
     spec = SERVERS[server]
-    write_recipes(tmp_path, "serve.py", *spec["files"])
+    write_recipes(tmp_path, "serve.py", spec.app)
     log = tmp_path / "server.log"
     env = dict(os.environ, HOME=str(tmp_path))  # gunicorn keeps a control socket in ~
     parent = start_parent(SERVER_PARENT, marker, tmp_path, env=env, START=f"start_{server}")
     with parent:
         Lines(parent).expect(r"^ready \d+$")
-        port = wait_log(log, spec["port"])[0]
-        workers = len(wait_log(log, spec["started"], count=2))
+        port = wait_log(log, spec.port)[0]
+        workers = len(wait_log(log, spec.started, count=2))
         url = f"http://127.0.0.1:{port}/"
         assert get(url) == b"hello"
         parent.kill()
@@ -390,9 +403,9 @@ def test_server_shuts_down_cleanly_when_its_parent_is_sigkilled(
         assert wait_until_gone(marker, grace + GONE) == []
         assert refused(url)
     text = log.read_text()
-    for pattern in spec["per_worker"]:
+    for pattern in spec.per_worker:
         assert len(re.findall(pattern, text)) == workers, (pattern, text)
-    for pattern in spec["once"]:
+    for pattern in spec.once:
         assert re.search(pattern, text), (pattern, text)
 
 
