@@ -268,6 +268,31 @@ def test_mcp_clean_close_also_ends_what_the_server_left(tmp_path: Path, marker: 
         assert not alive(job)
 
 
+MCP_MAIN = """
+    import anyio
+    import mcp_client
+
+    # the recipe's main() as printed; only the markers are added to the server's environment
+    recipe_server = mcp_client.leashed_server
+    markers = {var: os.environ[var] for var in MARKERS}
+
+    def marked_server(argv, env=None):
+        return recipe_server(argv, {**(env or {}), **markers})
+
+    mcp_client.leashed_server = marked_server
+    anyio.run(mcp_client.main)
+"""
+
+
+def test_mcp_client_recipe_runs_as_printed(tmp_path: Path, marker: str) -> None:
+    write_recipes(tmp_path, "mcp_server.py", "mcp_client.py")
+    with start_parent(MCP_MAIN, marker, tmp_path, MARKERS=[CASE_VAR, SUITE_VAR]) as parent:
+        lines = Lines(parent)
+        lines.expect(r"^5$")
+        assert parent.proc.wait(timeout=START) == 0, lines.errors()
+        assert wait_until_gone(marker, GONE) == []
+
+
 def test_control_mcp_without_leashed_leaves_the_job_running(tmp_path: Path, marker: str) -> None:
     parent, _, job = _mcp_parent(tmp_path, marker, LEASHED=False)
     with parent:
