@@ -358,7 +358,11 @@ def test_jupyter_kernel_and_its_children_die_with_a_sigkilled_manager(
     pytest.importorskip("jupyter_client")
     pytest.importorskip("ipykernel")
     write_recipes(tmp_path, "leashed_kernel.py", "install_leashed_kernel.py")
-    with start_parent(KERNEL_PARENT, marker, tmp_path, SPEC=how == "kernel-spec") as parent:
+    # connection files and IPython's profile go to this test's directory, not to ~
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "run"))
+    env["IPYTHONDIR"] = str(tmp_path / "ipython")
+    spec = how == "kernel-spec"
+    with start_parent(KERNEL_PARENT, marker, tmp_path, env=env, SPEC=spec) as parent:
         ready = Lines(parent).expect(r"^ready (\d+) (\S+) (\S+)$")
         job = int(ready[1])
         assert ready.groups()[1:] == ("KeyboardInterrupt", "42")
