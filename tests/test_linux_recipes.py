@@ -39,9 +39,10 @@ from support import (
 import leashed._helper
 from leashed._procfs import poll_until
 
-pytestmark = pytest.mark.skipif(
-    leashed._helper.helper_path() is None, reason="leashed-helper is not built"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(leashed._helper.helper_path() is None, reason="leashed-helper is not built"),
+]
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "recipes.md"
 #: Seconds for a SIGKILLed parent's leashed processes to be gone (milliseconds when idle).
