@@ -80,7 +80,9 @@ PARENT = r"""
 import os, subprocess, sys
 r, w = os.pipe()
 cmd = [str(r) if a == "{l}" else a for a in sys.argv[1:]]
-proc = subprocess.Popen(cmd, pass_fds=(r,), stdout=subprocess.DEVNULL)
+# A job's leader, as a shell starts it (a supervisor that leads its group follows stops).
+as_job = os.environ.get("LEASHED_TEST_AS_JOB") == "1"
+proc = subprocess.Popen(cmd, pass_fds=(r,), stdout=subprocess.DEVNULL, start_new_session=as_job)
 os.close(r)
 print(proc.pid, flush=True)
 sys.stdin.read()
@@ -512,12 +514,14 @@ def test_supervisor_continues_stopped_descendants_after_the_death_signal(
 def test_a_stopped_supervisor_still_ends_the_target_when_its_parent_dies(
     tmp_path: Path, marker: str
 ) -> None:
-    """The supervisor follows its target's stop; the parent's death continues it."""
+    """A supervisor that leads its job follows its target's stop; the parent's death
+    continues it."""
     assert HELPER is not None
     path = tmp_path / "state"
     with python_script(
         PARENT, HELPER, "supervisor", "-l", "{l}", "-s", "15", "-g", "20000", "--",
         *write_target(path), stdin=subprocess.PIPE,
+        env={**os.environ, "LEASHED_TEST_AS_JOB": "1"},
     ) as (parent, sup):  # fmt: skip
         target = ready_pid(path)
         os.kill(target, signal.SIGSTOP)
