@@ -159,9 +159,15 @@ def _count_spawned(fd: int, deadline: float) -> int:
 
 
 def trial(
-    mode: str, rng: random.Random, threads: int, max_delay: float, wait: float
+    mode: str,
+    rng: random.Random,
+    threads: int,
+    max_delay: float,
+    wait: float,
+    kill_group: bool = False,
 ) -> dict[str, Any]:
-    """One parent, one random SIGKILL; returns survivors and what else was seen."""
+    """One parent, one random SIGKILL (of the parent, or of its whole process group, as a
+    terminal or a CI runner ends a job); returns survivors and what else was seen."""
     marker = f"storm-{mode}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
     with tempfile.TemporaryFile() as errors:
         parent = subprocess.Popen(
@@ -170,6 +176,7 @@ def trial(
             stdout=subprocess.PIPE,
             stderr=errors,
             env=_env(marker),
+            start_new_session=kill_group,
         )
         assert parent.stdout is not None
         out = parent.stdout.fileno()
@@ -186,7 +193,10 @@ def trial(
             delay = rng.uniform(0.0, max_delay)
             time.sleep(delay)
             start = time.monotonic()
-            parent.send_signal(signal.SIGKILL)
+            if kill_group:
+                os.killpg(parent.pid, signal.SIGKILL)
+            else:
+                parent.send_signal(signal.SIGKILL)
             parent.wait()
             spawned = _count_spawned(out, start + wait)
         except BaseException:
@@ -243,6 +253,7 @@ def run_mode(
     max_delay: float,
     wait: float,
     echo: bool = True,
+    kill_group: bool = False,
 ) -> dict[str, Any]:
     """``trials`` kill-storm trials of one mode; a summary with every survivor."""
     survivors: list[dict[str, Any]] = []
@@ -251,7 +262,7 @@ def run_mode(
     unpromised = 0
     began = time.monotonic()
     for i in range(trials):
-        result = trial(mode, rng, threads, max_delay, wait)
+        result = trial(mode, rng, threads, max_delay, wait, kill_group)
         clean.append(result["clean_ms"])
         spawned.append(result["spawned"])
         unpromised += result["unpromised_left"]
@@ -288,16 +299,33 @@ def main(argv: list[str] | None = None, *, subreaper: bool = False) -> int:
     parser.add_argument("--wait", type=float, default=5.0, help="bounded wait, seconds")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--json", metavar="PATH", help="save the results")
+    parser.add_argument(
+        "--kill-group",
+        action="store_true",
+        help="SIGKILL the parent's whole process group (kill -9 -PGID), not the parent alone",
+    )
     args = parser.parse_args(argv)
     if subreaper:
         set_child_subreaper()
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     rng = random.Random(seed)
     modes = list(MODES) if args.mode == "all" else [args.mode]
-    print(f"kill storm: {args.trials} trials per mode, modes {','.join(modes)}, seed {seed}")
+    target = "the parent's whole process group" if args.kill_group else "the parent"
+    print(
+        f"kill storm: {args.trials} trials per mode, modes {','.join(modes)}, seed {seed}, "
+        f"SIGKILL to {target}"
+    )
     results = {}
     for mode in modes:
-        r = run_mode(mode, args.trials, rng, args.threads, args.max_delay_ms / 1000, args.wait)
+        r = run_mode(
+            mode,
+            args.trials,
+            rng,
+            args.threads,
+            args.max_delay_ms / 1000,
+            args.wait,
+            kill_group=args.kill_group,
+        )
         results[mode] = r
         extra = (
             f", {r['unpromised_grandchildren_left']} unpromised grandchildren left (expected)"

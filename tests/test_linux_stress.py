@@ -24,6 +24,18 @@ def test_kill_storm_leaves_no_survivor() -> None:
     assert "survivors" in result.stdout
 
 
+def test_group_kill_storm_leaves_no_survivor() -> None:
+    """kill -9 of the parent's whole process group at a random instant of a tree storm."""
+    result = subprocess.run(
+        [sys.executable, str(STORM), "--trials", "50", "--mode", "tree", "--kill-group"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "whole process group" in result.stdout and "TOTAL SURVIVORS: 0" in result.stdout
+
+
 def test_harness_sees_survivors_of_unleashed_children() -> None:
     """The harness itself can fail: plain subprocess children do survive their parent."""
     result = subprocess.run(
