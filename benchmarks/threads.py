@@ -3,10 +3,12 @@
 A fresh worker process (its environment carries the run's marker) runs rounds. One round
 is one way at one thread count: that many new threads, released together by a barrier,
 each loop ``Popen(["/bin/true"]).wait()`` until the round's deadline, then exit; the
-round's figure is spawns completed per second of wall time. The rounds alternate between
-plain and leashed (plain, direct, plain, tree, ... the order rotating every run), so noise
-from a shared machine hits every way alike; each cell is the best of ``--runs`` rounds, and
-the ratio is leashed's best over plain's best.
+round's figure is spawns completed per second of wall time. Every leashed round is paired
+with a plain round next to it (plain, direct, plain, tree, ...; the order inside a pair
+alternates run by run), so noise from a shared machine hits every way alike. Reported per
+cell: the best of ``--runs`` rounds, the ratio of leashed's best to plain's best, and the
+median over the runs of the ratio of each leashed round to its paired plain round (the
+figure that resists load that comes and goes).
 
 Ways:
   plain   subprocess.Popen(argv).wait()
@@ -22,7 +24,7 @@ user + system), the figure that bounds throughput once the cores are saturated.
 Thread counts: 1, 4, 16 by default; ``main`` is the main thread itself (no worker).
 
     python benchmarks/threads.py [--threads 1,4,16] [--ways plain,direct,tree]
-                                 [--runs 4] [--round 1.2] [--long] [--json PATH]
+                                 [--runs 12] [--round 0.3] [--long] [--json PATH]
 """
 
 from __future__ import annotations
@@ -120,40 +122,52 @@ def one_round(spawn: Callable[[], int], threads: str, seconds: float) -> tuple[f
 
 
 def worker(thread_counts: list[str], ways: list[str], runs: int, seconds: float) -> dict[str, Any]:
-    """Every (thread count, way) cell, ``runs`` rounds each, plain interleaved."""
+    """Every (thread count, way) cell, ``runs`` rounds each, each leashed round paired
+    with a plain round next to it (the order inside a pair alternates run by run)."""
     spawners = _make_ways()
     for name in ways:  # warm-up: imports, the helper path, the spawner thread, page cache
         for _ in range(20):
             spawners[name]()
         one_round(spawners[name], "4", 0.1)
-    leashed_ways = [w for w in ways if w != "plain"]
+    others = [w for w in ways if w != "plain"]
     rates: dict[str, dict[str, list[float]]] = {t: {w: [] for w in ways} for t in thread_counts}
     cpu: dict[str, dict[str, list[float]]] = {t: {w: [] for w in ways} for t in thread_counts}
+    paired: dict[str, dict[str, list[float]]] = {t: {w: [] for w in others} for t in thread_counts}
+
+    def measure(threads: str, name: str) -> float:
+        gc.collect()
+        gc.disable()
+        try:
+            rate, cpu_s = one_round(spawners[name], threads, seconds)
+        finally:
+            gc.enable()
+        rates[threads][name].append(rate)
+        cpu[threads][name].append(cpu_s * 1e6)
+        return rate
+
     for run in range(runs):
-        shift = run % max(1, len(leashed_ways))
-        order = leashed_ways[shift:] + leashed_ways[:shift]
+        shift = run % max(1, len(others))
         for threads in thread_counts:
-            sequence: list[str] = []
-            for name in order:  # plain before each leashed round
-                sequence += ["plain", name] if "plain" in ways else [name]
-            if not order:
-                sequence = ["plain"]
-            if run % 2:
-                sequence.reverse()
-            for name in sequence:
-                gc.collect()
-                gc.disable()
-                try:
-                    rate, cpu_s = one_round(spawners[name], threads, seconds)
-                finally:
-                    gc.enable()
-                rates[threads][name].append(rate)
-                cpu[threads][name].append(cpu_s * 1e6)
+            if "plain" not in ways:
+                for name in others:
+                    measure(threads, name)
+                continue
+            if not others:
+                measure(threads, "plain")
+            for name in others[shift:] + others[:shift]:
+                pair = ("plain", name) if run % 2 == 0 else (name, "plain")
+                got = {w: measure(threads, w) for w in pair}
+                paired[threads][name].append(got[name] / got["plain"])
     return {
         "runs": runs,
         "round_s": seconds,
         "rates": rates,
         "best": {t: {w: max(r) for w, r in per.items()} for t, per in rates.items()},
+        "paired_ratio_median": {
+            t: {w: _common.percentile(r, 50) for w, r in per.items() if r}
+            for t, per in paired.items()
+        },
+        "paired_ratios": paired,
         "cpu_us_per_spawn": cpu,
         "cpu_us_median": {
             t: {w: _common.percentile(c, 50) for w, c in per.items()} for t, per in cpu.items()
@@ -163,20 +177,25 @@ def worker(thread_counts: list[str], ways: list[str], runs: int, seconds: float)
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """Best spawns/s per cell and the ratio to plain Popen's best in the same run."""
+    """Best spawns/s per cell, the ratio of bests to plain, the median paired ratio, and
+    the CPU per spawn."""
     best = result["best"]
     ways = list(next(iter(best.values())))
+    paired = result["paired_ratio_median"]
     lines = [
         f"spawns/s of Popen({ARGV}).wait(), best of {result['runs']} rounds of "
-        f"{result['round_s']:g} s, ratio to plain in the same run",
-        f"  {'threads':>7}  " + "  ".join(f"{LABELS[w]:>26}" for w in ways),
+        f"{result['round_s']:g} s; (ratio of bests to plain; [median ratio to the plain "
+        f"round next to it])",
+        f"  {'threads':>7}  " + "  ".join(f"{LABELS[w]:>30}" for w in ways),
     ]
     for threads, per in best.items():
         base = per.get("plain")
         cells = []
         for w in ways:
-            ratio = f" ({per[w] / base:.2f}x)" if base and w != "plain" else ""
-            cells.append(f"{per[w]:>8,.0f}{ratio:>9}".rjust(26))
+            extra = ""
+            if base and w != "plain":
+                extra = f" ({per[w] / base:.2f}x) [{paired[threads][w]:.2f}x]"
+            cells.append(f"{per[w]:>8,.0f}{extra}".rjust(30))
         lines.append(f"  {threads:>7}  " + "  ".join(cells))
     lines.append("CPU us per spawn (this process + reaped descendants), median of the rounds")
     for threads, per in result["cpu_us_median"].items():
@@ -184,7 +203,7 @@ def format_table(result: dict[str, Any]) -> str:
         cells = []
         for w in ways:
             ratio = f" ({per[w] / base:.2f}x)" if base and w != "plain" else ""
-            cells.append(f"{per[w]:>8,.0f}{ratio:>9}".rjust(26))
+            cells.append(f"{per[w]:>8,.0f}{ratio}".rjust(30))
         lines.append(f"  {threads:>7}  " + "  ".join(cells))
     return "\n".join(lines)
 
@@ -224,9 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ways", default=",".join(DEFAULT_WAYS), help="plain,direct,tree (and floor)"
     )
-    parser.add_argument("--runs", type=int, default=4, help="rounds per cell (best is kept)")
-    parser.add_argument("--round", type=float, default=1.2, help="seconds per round")
-    parser.add_argument("--long", action="store_true", help="longer run (8 runs of 3 s)")
+    parser.add_argument("--runs", type=int, default=12, help="rounds per cell (best is kept)")
+    parser.add_argument("--round", type=float, default=0.3, help="seconds per round")
+    parser.add_argument("--long", action="store_true", help="longer run (30 runs of 0.6 s)")
     parser.add_argument(
         "--json", metavar="PATH", default=str(DEFAULT_JSON), help="where to save the results"
     )
@@ -239,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         if w not in WAYS:
             parser.error(f"unknown way {w!r}")
     if args.long:
-        args.runs, args.round = max(args.runs, 8), max(args.round, 3.0)
+        args.runs, args.round = max(args.runs, 30), max(args.round, 0.6)
     if args.worker:
         print(json.dumps(worker(thread_counts, ways, args.runs, args.round)))
         return 0
