@@ -13,16 +13,23 @@ pipe) and made anew if not.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
+import sys
 import threading
 
 from ._fds import pipe_above_stdio
+
+assert sys.platform != "win32", "the lifeline is for the POSIX helper"  # for type checkers
 
 _lock = threading.Lock()
 #: (read fd, write fd, identity of the pipe) while we hold a lifeline.
 _held: tuple[int, int, tuple[int, int]] | None = None
 _inherited_read_fd: int | None = None
+#: (fd, identity of its pipe): the pipe's first read end, kept open below the write end
+#: only as a spacer (see _create).
+_spacer: tuple[int, tuple[int, int]] | None = None
 
 
 def _identity(fd: int) -> tuple[int, int] | None:
@@ -51,11 +58,38 @@ def lifeline_read_fd() -> int:
                 if _identity(_inherited_read_fd) is not None:
                     os.close(_inherited_read_fd)
                 _inherited_read_fd = None
-            read_fd, write_fd = pipe_above_stdio()
-            identity = _identity(read_fd)
-            assert identity is not None
-            _held = (read_fd, write_fd, identity)
+            _close_spacer()
+            _held = _create()
         return _held[0]
+
+
+def _create() -> tuple[int, int, tuple[int, int]]:
+    """A new lifeline pipe, its read end passed to helpers laid out as [spacer][write][read].
+
+    CPython's close_fds falls back from close_range() to reading /proc/self/fd in every
+    child when two kept fds are adjacent or one is fd 3. Per-spawn fds come in pairs
+    whose higher end is the kept one (report pipe, control socket, subprocess's errpipe),
+    so the read end helpers inherit is put between fds that are never kept: the write
+    end below it and, as fds are usually allocated, the lower end of a pair above it.
+    """
+    global _spacer
+    read_fd, write_fd = pipe_above_stdio()
+    identity = _identity(read_fd)
+    assert identity is not None
+    try:
+        moved = fcntl.fcntl(read_fd, fcntl.F_DUPFD_CLOEXEC, write_fd + 1)
+    except OSError:
+        return read_fd, write_fd, identity  # no fd left for the layout: only slower
+    _spacer = (read_fd, identity)
+    return moved, write_fd, identity
+
+
+def _close_spacer() -> None:
+    """Close the spacer if the number still names our pipe (never an fd of someone else)."""
+    global _spacer
+    spacer, _spacer = _spacer, None
+    if spacer is not None and _identity(spacer[0]) == spacer[1]:
+        os.close(spacer[0])
 
 
 def _forget_in_fork_child() -> None:
@@ -68,6 +102,7 @@ def _forget_in_fork_child() -> None:
             os.close(_held[1])
             _inherited_read_fd = _held[0]
         _held = None
+    _close_spacer()
 
 
 if hasattr(os, "register_at_fork"):

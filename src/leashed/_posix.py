@@ -9,6 +9,8 @@ fd opened for the spawn is closed on every path.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import errno
 import os
 import signal
@@ -18,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import _helper, _lifeline, _seam, _spawner
-from ._fds import FdSet, pipe_above_stdio, socketpair_above_stdio
+from ._fds import pipe_above_stdio, socketpair_above_stdio
 from ._linux import fallback_preexec_fn, has_pidfd
 from ._plan import SIGKILL, LeashPlan
 from ._protocol import (
@@ -58,7 +60,9 @@ class ChildLeash:
 def target_of(args: Any, executable: Any, shell: bool) -> tuple[Any, list[Any]]:
     """(program, argv) exactly as subprocess's POSIX _execute_child would exec them."""
     argv: list[Any]
-    if isinstance(args, (str, bytes)):
+    if type(args) is list or type(args) is tuple:  # the common case, no PathLike check
+        argv = list(args)
+    elif isinstance(args, (str, bytes)):
         argv = [args]
     elif isinstance(args, os.PathLike):
         if shell:
@@ -104,19 +108,36 @@ def execute_child(popen: Any, call: dict[str, Any]) -> None:
         _spawn_with_fallback(popen, call, plan)
         return
     program, argv = target_of(call["args"], call["executable"], call["shell"])
-    check_ids(call["uid"], call["gid"], call["gids"])
+    uid, gid, gids = call["uid"], call["gid"], call["gids"]
+    check_ids(uid, gid, gids)
     sys.audit("subprocess.Popen", program, argv, call["cwd"], call["env"])
-    fds = FdSet()
-    with fds.closed_on_error():
-        report_read, report_write = (fds.add(fd) for fd in pipe_above_stdio())
-        command = _helper_command(leash, fds, call, report_write)
-        helper = _helper.helper_path()
-        assert helper is not None
-        call["args"] = command.argv(helper, program, argv)
+    helper = _helper.helper_path()
+    assert helper is not None
+    report_read, report_write = pipe_above_stdio()
+    for_child = [report_write]  # the fds the helper inherits, ours to close after the spawn
+    try:
+        lifeline = parent_pid = control = watch_pid = None
+        if plan.mechanism == "direct":
+            parent_pid = os.getpid()
+        else:
+            lifeline = _lifeline.lifeline_read_fd()
+            # Besides the lifeline, a pidfd on this process (where the kernel has
+            # pidfd_open): a child forked without Python's at-fork hooks keeps a copy of the
+            # lifeline's write end, and an application may close the lifeline.
+            if has_pidfd():
+                watch_pid = os.getpid()
+        if plan.mechanism == "supervisor":
+            leash.control, control = socketpair_above_stdio()
+            for_child.append(control)
+        options = _helper_options(
+            helper, plan, report_write, parent_pid, lifeline, watch_pid, control, call
+        )
+        call["args"] = [*options, program, *argv]
         call["executable"] = helper
         call["shell"] = False
         call["uid"] = call["gid"] = call["gids"] = None
-        call["pass_fds"] = (*call["pass_fds"], *fds_for_child(command))
+        inherited = for_child if lifeline is None else [*for_child, lifeline]
+        call["pass_fds"] = (*call["pass_fds"], *inherited)
         try:
             _spawn(popen, call, on_long_lived_thread=plan.mechanism == "direct")
         except OSError as exc:
@@ -124,8 +145,13 @@ def execute_child(popen: Any, call: dict[str, Any]) -> None:
                 exc.filename = program  # the argv was too long: the user's, not ours
             raise
         finally:
-            for fd in fds_for_child(command):
-                fds.close(fd)
+            while for_child:
+                os.close(for_child.pop())
+    except BaseException:
+        for fd in (report_read, *for_child):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        raise
     failure = read_report(report_read)
     if failure is not None:
         _seam.reap_failed_start(popen)
@@ -135,51 +161,82 @@ def execute_child(popen: Any, call: dict[str, Any]) -> None:
         leash.pidfd = _pidfd_of(popen.pid)
 
 
-def _helper_command(
-    leash: ChildLeash, fds: FdSet, call: dict[str, Any], report_write: int
-) -> HelperCommand:
-    """The helper's options for this spawn; opens the lifeline and control socket."""
-    plan = leash.plan
-    lifeline = control = watch_pid = None
-    parent_pid = None
-    if plan.mechanism == "direct":
-        parent_pid = os.getpid()
-    else:
-        lifeline = _lifeline.lifeline_read_fd()
-        # Besides the lifeline, a pidfd on this process (where the kernel has pidfd_open):
-        # a child forked without Python's at-fork hooks keeps a copy of the lifeline's
-        # write end, and an application may close the lifeline; the pidfd names us alone.
-        if has_pidfd():
-            watch_pid = os.getpid()
-    if plan.mechanism == "supervisor":
-        leash.control, control = socketpair_above_stdio()
-        fds.add(control)
-    return HelperCommand(
-        plan,
-        report_fd=report_write,
-        parent_pid=parent_pid,
-        lifeline_fd=lifeline,
-        watch_pid=watch_pid,
-        control_fd=control,
-        uid=call["uid"],
-        gid=call["gid"],
-        extra_groups=call["gids"],
+#: The helper's argv up to its "--", by the values that make it: one spawn after another
+#: mostly repeats the same options (same plan, pid, fd numbers), so each is built once.
+#: Spawns that change credentials are built each time (their values are the caller's).
+_options_cache: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+_OPTIONS_CACHE_MAX = 64
+#: The cache key holds every field of the plan (a new field must join the key).
+assert [f.name for f in dataclasses.fields(LeashPlan)] == [
+    "mechanism",
+    "death_signal",
+    "grace_ms",
+    "tree",
+    "kill_on_drop",
+]
+
+
+def _helper_options(
+    helper: str,
+    plan: LeashPlan,
+    report_fd: int,
+    parent_pid: int | None,
+    lifeline: int | None,
+    watch_pid: int | None,
+    control: int | None,
+    call: dict[str, Any],
+) -> tuple[Any, ...]:
+    """``helper MODE [OPTION VALUE]... --`` for this spawn (see HelperCommand.argv)."""
+    uid, gid, gids = call["uid"], call["gid"], call["gids"]
+    cacheable = uid is None and gid is None and gids is None
+    # the plan's fields, not the plan: a tuple of them hashes and compares in C
+    key: tuple[Any, ...] = (
+        helper,
+        plan.mechanism,
+        plan.death_signal,
+        plan.grace_ms,
+        plan.tree,
+        plan.kill_on_drop,
+        report_fd,
+        parent_pid,
+        lifeline,
+        watch_pid,
+        control,
     )
-
-
-def fds_for_child(command: HelperCommand) -> tuple[int, ...]:
-    """The fds the helper must inherit (pass_fds)."""
-    fds = (command.report_fd, command.lifeline_fd, command.control_fd)
-    return tuple(fd for fd in fds if fd is not None)
+    options = _options_cache.get(key) if cacheable else None
+    if options is None:
+        command = HelperCommand(
+            plan,
+            report_fd=report_fd,
+            parent_pid=parent_pid,
+            lifeline_fd=lifeline,
+            watch_pid=watch_pid,
+            control_fd=control,
+            uid=uid,
+            gid=gid,
+            extra_groups=gids,
+        )
+        end = object()
+        full = command.argv(helper, end, [])
+        options = tuple(full[: full.index(end)])
+        if cacheable:
+            if len(_options_cache) >= _OPTIONS_CACHE_MAX:
+                _options_cache.clear()
+            _options_cache[key] = options
+    return options
 
 
 def _spawn(popen: Any, call: dict[str, Any], *, on_long_lived_thread: bool) -> None:
+    """The stdlib's own _execute_child (unaudited); with ``on_long_lived_thread``, its
+    fork happens on a thread that lives as long as the process (see _spawner)."""
     spawn = _seam.spawn_unaudited
     assert spawn is not None, "this CPython's _execute_child cannot be called unaudited"
-    if on_long_lived_thread:
-        _spawner.on_long_lived_thread(lambda: spawn(popen, **call))
-    else:
+    if not on_long_lived_thread or _spawner.is_long_lived_thread():
         spawn(popen, **call)
+    elif spawn.can_replace_fork_exec:
+        spawn(popen, wrap_fork_exec=_spawner.forking_on_long_lived_thread, **call)
+    else:
+        _spawner.on_long_lived_thread(lambda: spawn(popen, **call))
 
 
 def _spawn_with_fallback(popen: Any, call: dict[str, Any], plan: LeashPlan) -> None:

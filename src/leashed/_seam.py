@@ -67,29 +67,72 @@ class _SysWithoutPopenAudit:
             sys.audit(event, *args)
 
 
-class _SubprocessGlobals(dict):  # type: ignore[type-arg]
-    """subprocess's module globals, live (tests patch its flags), but for ``sys``."""
-
-    def __missing__(self, name: str) -> Any:
-        return vars(subprocess)[name]
+_SYS_WITHOUT_POPEN_AUDIT = _SysWithoutPopenAudit()
+_NO_POSIX_SPAWN = {"_USE_POSIX_SPAWN": False}
 
 
-def _unaudited_copy(function: Callable[..., None]) -> Callable[..., None] | None:
+def _fork_exec_name(code: types.CodeType) -> str | None:
+    """The global through which this CPython's _execute_child calls fork_exec."""
+    if "_fork_exec" in code.co_names:  # 3.11+: from _posixsubprocess import fork_exec
+        return "_fork_exec"
+    if "_posixsubprocess" in code.co_names:  # 3.10: _posixsubprocess.fork_exec(...)
+        return "_posixsubprocess"
+    return None
+
+
+class _UnauditedExecuteChild:
+    """The stdlib's own _execute_child code, run with subprocess's globals but for ``sys``.
+
+    The globals are a plain dict copied from subprocess's at each call: live (tests patch
+    its flags), and an exact dict, which the interpreter reads at full speed (a dict
+    subclass with ``__missing__`` costs a Python call per global and builtin read).
+    ``wrap_fork_exec``, if given, gets the fork_exec this call would use and returns the
+    one to use instead (and the posix_spawn path, which forks elsewhere, is off).
+    """
+
+    def __init__(self, function: Callable[..., None], code: types.CodeType) -> None:
+        self._code = code
+        self._name = function.__name__
+        self._defaults = function.__defaults__
+        self._kwdefaults = function.__kwdefaults__
+        self._fork_exec_name = _fork_exec_name(code)
+
+    @property
+    def can_replace_fork_exec(self) -> bool:
+        return self._fork_exec_name is not None
+
+    def __call__(
+        self,
+        *args: Any,
+        wrap_fork_exec: Callable[[Callable[..., int]], Callable[..., int]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        namespace = dict(vars(subprocess))
+        namespace["sys"] = _SYS_WITHOUT_POPEN_AUDIT
+        if wrap_fork_exec is not None:
+            name = self._fork_exec_name
+            if name is None:
+                raise RuntimeError("this CPython's _execute_child calls no fork_exec")
+            namespace.update(_NO_POSIX_SPAWN)
+            if name == "_fork_exec":
+                namespace[name] = wrap_fork_exec(namespace[name])
+            else:
+                module = namespace[name]
+                namespace[name] = types.SimpleNamespace(fork_exec=wrap_fork_exec(module.fork_exec))
+        function = types.FunctionType(self._code, namespace, self._name, self._defaults)
+        function.__kwdefaults__ = self._kwdefaults
+        function(*args, **kwargs)
+
+
+def _unaudited_copy(function: Callable[..., None]) -> _UnauditedExecuteChild | None:
     code = getattr(function, "__code__", None)
     if code is None or code.co_freevars:
         return None
-    unaudited = types.FunctionType(
-        code,
-        _SubprocessGlobals(sys=_SysWithoutPopenAudit()),
-        function.__name__,
-        function.__defaults__,
-    )
-    unaudited.__kwdefaults__ = function.__kwdefaults__
-    return unaudited
+    return _UnauditedExecuteChild(function, code)
 
 
 #: The stdlib's own _execute_child, minus its "subprocess.Popen" audit event.
-spawn_unaudited: Callable[..., None] | None = _unaudited_copy(STDLIB_EXECUTE_CHILD)
+spawn_unaudited: _UnauditedExecuteChild | None = _unaudited_copy(STDLIB_EXECUTE_CHILD)
 
 
 def reap_failed_start(popen: subprocess.Popen[Any]) -> None:
