@@ -270,7 +270,7 @@ def _table(caps: dict[str, Any], results: list[ModeResult], ok: bool) -> str:
         "what is left",
         "",
     ]
-    header = ["scenario", "mechanism", "processes", "survivors", "time to reap", "scenario"]
+    header = ["scenario", "mechanism", "processes", "survivors", "time to reap", "processes started"]
     rows = [header]
     for r in results:
         if not r.available:
@@ -311,18 +311,20 @@ def _table(caps: dict[str, Any], results: list[ModeResult], ok: bool) -> str:
             for i in range(len(widths))
         ]
         lines.append("  ".join([*cells, row[-1]]).rstrip())
-    lines.append("")
+    lines += ["", _verdict(results, ok)]
+    return "\n".join(lines)
+
+
+def _verdict(results: list[ModeResult], ok: bool) -> str:
+    """The table's last line: OK, or FAIL naming what survived."""
     tested = [r for r in results if r.available]
     if ok:
-        lines.append(
+        return (
             f"OK: nothing survived its SIGKILLed parent in {len(tested)} of {len(results)} "
             "scenarios" + ("" if len(tested) == len(results) else " (the others are unavailable)")
         )
-    else:
-        bad = [r.name for r in tested if not r.ok]
-        total = sum(len(r.survivors) for r in tested)
-        lines.append(
-            f"FAIL: {', '.join(bad) or 'no mode could be tested'}"
-            + (f": {total} process(es) outlived their parent (killed since)" if total else "")
-        )
-    return "\n".join(lines)
+    bad = [r.name for r in tested if not r.ok]
+    total = sum(len(r.survivors) for r in tested)
+    return f"FAIL: {', '.join(bad) or 'no scenario could be tested'}" + (
+        f": {total} process(es) outlived their parent (killed since)" if total else ""
+    )
