@@ -270,7 +270,14 @@ def _table(caps: dict[str, Any], results: list[ModeResult], ok: bool) -> str:
         "what is left",
         "",
     ]
-    header = ["scenario", "mechanism", "processes", "survivors", "time to reap", "processes started"]
+    header = [
+        "scenario",
+        "mechanism",
+        "processes",
+        "survivors",
+        "time to reap",
+        "processes started",
+    ]
     rows = [header]
     for r in results:
         if not r.available:
