@@ -11,12 +11,22 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import SUITE_VAR, kill_marked, new_marker, pids_with
+from support import CASE_VAR, SUITE_VAR, kill_marked, new_marker, pids_with
 
 if not sys.platform.startswith("linux"):
     collect_ignore_glob = ["test_linux_*.py"]
 
 os.environ.setdefault(SUITE_VAR, new_marker())
+
+
+@pytest.fixture()
+def case_marker(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A marker every process this test starts inherits; what still carries it at the end
+    is killed by pid (after the marker is re-read)."""
+    value = new_marker()
+    monkeypatch.setenv(CASE_VAR, value)
+    yield value
+    kill_marked(CASE_VAR, value)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -15,21 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import CASE_VAR, Parent, kill_marked, new_marker, wait_until_gone
+from support import Parent, wait_until_gone
 
 import leashed
 from leashed import _helper
 
 MECHANISMS = [{}, {"tree": True}, {"mechanism": "guardian"}]
 MECHANISM_IDS = ["direct", "tree", "guardian"]
-
-
-@pytest.fixture()
-def marker(monkeypatch: pytest.MonkeyPatch) -> Any:
-    value = new_marker()
-    monkeypatch.setenv(CASE_VAR, value)
-    yield value
-    kill_marked(CASE_VAR, value)
 
 
 def _blocked_mask(pid: int) -> int:
@@ -58,7 +50,7 @@ def _child_mask_from_thread(factory: Any, block: set[int]) -> int:
     return box[0]
 
 
-def test_worker_thread_child_gets_the_mask_subprocess_gives(marker: str) -> None:
+def test_worker_thread_child_gets_the_mask_subprocess_gives(case_marker: str) -> None:
     # The first caller's mask must not stick to the spawner thread: alternate masks.
     for block in ({signal.SIGTERM}, set(), {signal.SIGUSR1, signal.SIGINT}, set()):
         expected = _child_mask_from_thread(subprocess.Popen, block)
@@ -76,7 +68,7 @@ def _force_next_pid(pid: int) -> bool:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="forcing a pid needs root (CI runs as root)")
 @pytest.mark.parametrize("options", [{}, {"mechanism": "guardian"}], ids=["direct", "guardian"])
-def test_kill_on_drop_never_hits_a_reused_pid(options: dict[str, Any], marker: str) -> None:
+def test_kill_on_drop_never_hits_a_reused_pid(options: dict[str, Any], case_marker: str) -> None:
     """The child is reaped behind the Popen's back and its pid given to another process:
     dropping the stale Popen must not signal that process."""
     for _attempt in range(20):
@@ -103,7 +95,7 @@ def test_kill_on_drop_never_hits_a_reused_pid(options: dict[str, Any], marker: s
     pytest.fail("could not make the kernel reuse the pid in 20 attempts")
 
 
-def test_parent_with_closed_stdio(marker: str, tmp_path: Path) -> None:
+def test_parent_with_closed_stdio(case_marker: str, tmp_path: Path) -> None:
     """fds 0-2 closed in the parent: our fds must not land there and be dup'd over."""
     out = tmp_path / "out"
     code = textwrap.dedent(
@@ -133,7 +125,7 @@ def test_parent_with_closed_stdio(marker: str, tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60, env=dict(os.environ))
     lines = out.read_text().split()
     assert lines == ["/dev/null", "started", "dropped"]
-    assert wait_until_gone(marker, 2.0) == []
+    assert wait_until_gone(case_marker, 2.0) == []
 
 
 EMFILE_PARENT = """
@@ -158,13 +150,13 @@ print("ok")
 
 
 @pytest.mark.parametrize("options", MECHANISMS, ids=MECHANISM_IDS)
-def test_no_fd_leaks_when_descriptors_run_out(options: dict[str, Any], marker: str) -> None:
+def test_no_fd_leaks_when_descriptors_run_out(options: dict[str, Any], case_marker: str) -> None:
     result = subprocess.run(
         [sys.executable, "-c", EMFILE_PARENT.format(options=options)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.stdout.strip() == "ok", result.stderr
-    assert wait_until_gone(marker, 2.0) == []
+    assert wait_until_gone(case_marker, 2.0) == []
 
 
 # -- LEASHED_HELPER is trusted no more than the stdlib trusts the environment -------------
@@ -224,7 +216,7 @@ def test_override_owned_by_another_user_is_refused(helper_copy: Path) -> None:
     assert stat.S_IMODE(helper_copy.stat().st_mode) == 0o755
 
 
-def test_a_dead_parents_children_are_gone_with_closed_stdio(marker: str) -> None:
+def test_a_dead_parents_children_are_gone_with_closed_stdio(case_marker: str) -> None:
     parent = Parent(
         """
         import os, sys, leashed
@@ -235,9 +227,9 @@ def test_a_dead_parents_children_are_gone_with_closed_stdio(marker: str) -> None
         os.write(out, b"ready\\n")
         import time; time.sleep(300)
         """,
-        marker,
+        case_marker,
     )
     with parent:
         assert parent.read_line() == "ready"
         parent.kill()
-        assert wait_until_gone(marker, 2.0) == []
+        assert wait_until_gone(case_marker, 2.0) == []

@@ -11,10 +11,8 @@ import time
 
 import pytest
 from support import (
-    CASE_VAR,
     Parent,
     alive,
-    kill_marked,
     marked,
     named,
     new_marker,
@@ -24,14 +22,6 @@ from support import (
 )
 
 import leashed
-
-
-@pytest.fixture()
-def case_marker(monkeypatch: pytest.MonkeyPatch) -> object:
-    marker = new_marker()
-    monkeypatch.setenv(CASE_VAR, marker)
-    yield marker
-    kill_marked(CASE_VAR, marker)
 
 
 @pytest.mark.parametrize(

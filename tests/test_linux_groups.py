@@ -11,7 +11,7 @@ import textwrap
 from typing import Any
 
 import pytest
-from support import CASE_VAR, kill_marked, marked, new_marker, wait_for_count, wait_until_gone
+from support import marked, wait_for_count, wait_until_gone
 
 #: Background grandchildren, a setsid'd one and a double-forked daemon.
 TREE = "sleep 300 & (setsid sleep 301 &); (sh -c 'sleep 302 &' &); exec sleep 303"
@@ -27,19 +27,11 @@ GROUP_PARENT = textwrap.dedent(
 )
 
 
-@pytest.fixture()
-def marker(monkeypatch: pytest.MonkeyPatch) -> Any:
-    value = new_marker()
-    monkeypatch.setenv(CASE_VAR, value)
-    yield value
-    kill_marked(CASE_VAR, value)
-
-
 @pytest.mark.parametrize(
     "options", [{"tree": True}, {"tree": True, "grace": 1.0}], ids=["tree", "tree-grace"]
 )
 def test_sigkill_of_the_parents_whole_group_ends_the_tree(
-    options: dict[str, Any], marker: str
+    options: dict[str, Any], case_marker: str
 ) -> None:
     """kill -9 -PGID, as a terminal closing a job or a CI runner ending a job's group."""
     parent = subprocess.Popen(
@@ -50,10 +42,10 @@ def test_sigkill_of_the_parents_whole_group_ends_the_tree(
         assert parent.stdout is not None and parent.stdout.readline().strip() == "ready"
         # the parent; per tree: the supervisor and five processes (sh became sleep 303,
         # sleep 300, the setsid'd sleep 301, the daemon's sleep 302)
-        assert len(wait_for_count(marker, 9)) >= 9, marked(marker)
+        assert len(wait_for_count(case_marker, 9)) >= 9, marked(case_marker)
         os.killpg(parent.pid, signal.SIGKILL)
         parent.wait()
-        assert wait_until_gone(marker, 5.0) == []
+        assert wait_until_gone(case_marker, 5.0) == []
     finally:
         if parent.poll() is None:
             parent.kill()
@@ -94,7 +86,7 @@ GROUP_SIGNAL_PARENT = textwrap.dedent(
     ids=["direct", "tree", "grace", "guardian"],
 )  # fmt: skip
 def test_a_signal_to_the_callers_group_reaches_the_target_once(
-    options: dict[str, Any], marker: str
+    options: dict[str, Any], case_marker: str
 ) -> None:
     """os.killpg / kill -INT 0 / trap 'kill 0' EXIT: once, as without leashed."""
     counts = []
@@ -106,4 +98,4 @@ def test_a_signal_to_the_callers_group_reaches_the_target_once(
         assert result.returncode == 0, result.stderr
         counts.append(int(result.stdout.strip()))
     assert counts == [1, 1, 1]
-    assert wait_until_gone(marker, 2.0) == []
+    assert wait_until_gone(case_marker, 2.0) == []

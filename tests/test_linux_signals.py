@@ -8,7 +8,7 @@ import subprocess
 from typing import Any
 
 import pytest
-from support import CASE_VAR, kill_marked, new_marker, wait_for_named
+from support import wait_for_named
 
 import leashed
 
@@ -23,25 +23,17 @@ def _outcome(proc: subprocess.Popen[Any], sig: int) -> Any:
     return "sent"
 
 
-@pytest.fixture()
-def marker(monkeypatch: pytest.MonkeyPatch) -> Any:
-    value = new_marker()
-    monkeypatch.setenv(CASE_VAR, value)
-    yield value
-    kill_marked(CASE_VAR, value)
-
-
 @pytest.mark.parametrize("options", [{"tree": True}, {"grace": 5.0}], ids=["tree", "grace"])
-def test_probe_and_bad_signals_as_os_kill(options: dict[str, Any], marker: str) -> None:
+def test_probe_and_bad_signals_as_os_kill(options: dict[str, Any], case_marker: str) -> None:
     plain = subprocess.Popen(["sleep", "300"])
     tree = leashed.Popen(["sh", "-c", "sleep 300 & exec sleep 300"], **options)
     try:
-        assert len(wait_for_named(marker, "sleep", 3)) == 3
+        assert len(wait_for_named(case_marker, "sleep", 3)) == 3
         for sig in [0, *BAD_SIGNALS]:
             assert _outcome(tree, sig) == _outcome(plain, sig), sig
         # the probe ended nothing: both sleeps of the tree and the plain one still run
         assert tree.poll() is None
-        assert len(wait_for_named(marker, "sleep", 3, timeout=0.5)) == 3
+        assert len(wait_for_named(case_marker, "sleep", 3, timeout=0.5)) == 3
     finally:
         plain.kill()
         plain.wait()
