@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,12 @@ if not sys.platform.startswith("linux"):
     collect_ignore_glob = ["test_linux_*.py"]
 
 os.environ.setdefault(SUITE_VAR, new_marker())
+
+# A runner started in the background of a shell without job control has SIGINT ignored
+# (POSIX), and every process of the suite would inherit that; the tests send SIGINT (and
+# type Ctrl+C) on purpose. A handler, unlike SIG_IGN, is not inherited across exec.
+if sys.platform != "win32" and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture()
