@@ -42,7 +42,25 @@ VARIANTS = ("default", "tree")
 MECHANISMS = {"default": "direct", "tree": "supervisor"}
 #: Deliberate differences from subprocess that cannot be removed, per variant:
 #: {test id: why}. Each entry needs a reason a user would accept; today there is none.
-DELIBERATE: dict[str, dict[str, str]] = {"default": {}, "tree": {}}
+_PID_IS_THE_SUPERVISORS = (
+    "the test compares a byte the child derives from its own pid with p.pid; with "
+    "tree=True p.pid is the supervisor's, whose child the target is (README: API)"
+)
+_MORE_FDS_PER_TREE_CHILD = (
+    "the test leaves 10 free fds and spawns; a tree-mode spawn also needs the helper's "
+    "report pipe and the supervisor's control socket, so EMFILE comes first (README: Limits)"
+)
+DELIBERATE: dict[str, dict[str, str]] = {
+    "default": {},
+    "tree": {
+        f"test.test_subprocess.{case}.{test}": reason
+        for case in ("ProcessTestCase", "ProcessTestCaseNoPoll")
+        for test, reason in (
+            ("test_communicate_timeout_large_input", _PID_IS_THE_SUPERVISORS),
+            ("test_no_leaking", _MORE_FDS_PER_TREE_CHILD),
+        )
+    },
+}
 #: Upper bound for one run of the whole stdlib module (it takes about a minute).
 RUN_TIMEOUT_S = 600.0
 #: How long children of the stdlib tests may take to end after their run (a `sleep 3`
@@ -256,7 +274,8 @@ def test_stdlib_subprocess_passes_with_leashed(oracle: Oracle, variant: str) -> 
     for test_id, reason in deliberate.items():
         if not reason.strip():
             problems.append(f"{test_id}: listed as a deliberate difference without a reason")
-        if test_id not in failing:
+        ran = test_id in report.get("durations", {})  # absent, or skipped, in some CPythons
+        if ran and test_id not in failing and test_id not in report.get("skipped", ()):
             problems.append(f"{test_id}: listed as a deliberate difference but passes")
     if outcome.survivors:
         problems.append("processes left alive by the run:\n" + "\n".join(outcome.survivors))
