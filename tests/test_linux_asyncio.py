@@ -446,6 +446,14 @@ def test_returncodes_and_signals_match_asyncio(
         return plain, ours
 
     plain, ours = run(loop_kind, main)
+    if action in ("wait", "exit3") and la._SIGNAL_AFTER_EXIT_IS_SILENT:
+        # From gh-119710/gh-127049 (3.14.7+, 3.15) asyncio's own answer to a signal sent
+        # right after wait() depends on whether its transport closed first: a child that
+        # exits at once gives "ok" or ProcessLookupError from run to run (measured: both,
+        # with plain asyncio). Either is asyncio's behaviour; everything else must match.
+        for method in ("kill", "terminate"):
+            assert ours.pop(method) in ("ok", "ProcessLookupError")
+            plain.pop(method)
     assert ours == plain
     expected = {"terminate": -15, "kill": -9, "sigint": -2, "sigusr1": -10, "exit3": 3, "wait": 0}
     assert ours["wait"] == expected[action]

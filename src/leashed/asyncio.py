@@ -331,21 +331,13 @@ class _State:
             return
         if self.open_read_pipes == 0 and self.stdin_transport is not None:
             self.stdin_transport.close()
-        done = self.open_pipes == 0
-        if done and not _SIGNAL_AFTER_EXIT_IS_SILENT:
+        if self.open_pipes == 0:
             self.finished = True
-        if done or not _WAIT_FOR_PIPES:
+        if self.finished or not _WAIT_FOR_PIPES:
             waiters, self._waiters = self._waiters, []
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(self.returncode)
-        if done and _SIGNAL_AFTER_EXIT_IS_SILENT and not self.finished:
-            # That asyncio closes its transport one loop iteration after it wakes wait():
-            # a signal sent right after wait() returns is silently ignored, not an error.
-            self.loop.call_soon(self._finish)
-
-    def _finish(self) -> None:
-        self.finished = True
 
 
 class _StdinProtocol(streams.FlowControlMixin):
