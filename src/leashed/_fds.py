@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import sys
-from collections.abc import Iterator
 
 if sys.platform != "win32":
     import fcntl
@@ -63,33 +61,3 @@ def socketpair_above_stdio() -> tuple[socket.socket, int]:
         ours.close()
         peer.close()
         raise
-
-
-class FdSet:
-    """Fds opened for one spawn: ``close()`` closes each once, whatever happened."""
-
-    def __init__(self) -> None:
-        self._fds: list[int] = []
-
-    def add(self, fd: int) -> int:
-        self._fds.append(fd)
-        return fd
-
-    def close(self, fd: int) -> None:
-        if fd in self._fds:
-            self._fds.remove(fd)
-            os.close(fd)
-
-    def close_all(self) -> None:
-        fds, self._fds = self._fds, []
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-    @contextlib.contextmanager
-    def closed_on_error(self) -> Iterator[FdSet]:
-        try:
-            yield self
-        except BaseException:
-            self.close_all()
-            raise
