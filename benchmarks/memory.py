@@ -6,7 +6,7 @@ kernel stack) are not in it; the page tables are, separately, as VmPTE.
 
   plain     subprocess.Popen: no helper-side process (baseline of the target itself)
   direct    the helper execs the target in place: no extra process, 0 added
-  tree      the supervisor that stays between this process and the target
+  tree      the supervisor and its front, which stay between this process and the target
   guardian  the detached guardian (the marked process that is neither target nor our child)
 
     python benchmarks/memory.py [--children 20] [--json PATH]
@@ -75,12 +75,14 @@ def measure_mode(mode: str, children: int) -> dict[str, Any]:
         if mode in ("plain", "direct"):
             targets = [memory_of(p.pid) for p in procs]
         elif mode == "tree":
-            helpers = [memory_of(p.pid) for p in procs]
-            supervisors = {p.pid for p in procs}
-            for pid in marked:
-                stat = _common.proc_stat(pid)
-                if stat is not None and stat[1] in supervisors:
-                    targets.append(memory_of(pid))
+            # per child: the front (p.pid) and the supervisor behind it, summed
+            parent_of = {pid: stat[1] for pid in marked if (stat := _common.proc_stat(pid))}
+            behind = {ppid: pid for pid, ppid in parent_of.items()}  # front -> supervisor
+            for p in procs:
+                front, supervisor = memory_of(p.pid), memory_of(behind[p.pid])
+                helpers.append({key: front[key] + supervisor[key] for key in front})
+            supervisors = {behind[p.pid] for p in procs}
+            targets = [memory_of(pid) for pid, ppid in parent_of.items() if ppid in supervisors]
         else:
             target_pids = {p.pid for p in procs}
             targets = [memory_of(pid) for pid in target_pids]

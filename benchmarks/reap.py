@@ -35,8 +35,9 @@ from typing import Any
 import _common
 
 MODES = ("direct", "tree", "grace", "guardian")
-#: Leashed processes per child, per mode: the target, plus a supervisor or a guardian.
-PER_CHILD = {"direct": 1, "tree": 2, "grace": 2, "guardian": 2}
+#: Leashed processes per child, per mode: the target, plus the supervisor and its front,
+#: or a guardian.
+PER_CHILD = {"direct": 1, "tree": 3, "grace": 3, "guardian": 2}
 
 PARENT = r"""
 import sys, threading, time

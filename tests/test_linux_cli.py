@@ -127,9 +127,9 @@ def test_a_sigkilled_script_leaves_nothing_it_started(marker: str) -> None:
         # leashed became the command itself (same pid), watched by a guardian
         assert _wait_comm(direct, "sleep")
         assert _wait_comm(tree, "leashed-helper")
-        # the script, sleep and its guardian, and supervisor + sh + three sleeps
-        found = wait_for_count(marker, 8)
-        assert len(found) == 8, found
+        # the script, sleep and its guardian, and front + supervisor + sh + three sleeps
+        found = wait_for_count(marker, 9)
+        assert len(found) == 9, found
         script.kill()
         assert wait_until_gone(marker, 2.0) == []
     finally:
@@ -188,8 +188,9 @@ def test_pid_ties_the_command_to_any_process(marker: str, options: list[str]) ->
         env=_env(marker),
     )
     try:
-        # anchor, command, and its guardian or its supervised sleep
-        assert len(wait_for_count(marker, 3)) == 3
+        # anchor, command, and its guardian, or its supervisor and supervised sleep
+        expected = 4 if options else 3
+        assert len(wait_for_count(marker, expected)) == expected
         time.sleep(0.2)
         assert command.poll() is None
         anchor.kill()

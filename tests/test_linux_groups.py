@@ -40,9 +40,9 @@ def test_sigkill_of_the_parents_whole_group_ends_the_tree(
     )  # fmt: skip
     try:
         assert parent.stdout is not None and parent.stdout.readline().strip() == "ready"
-        # the parent; per tree: the supervisor and five processes (sh became sleep 303,
-        # sleep 300, the setsid'd sleep 301, the daemon's sleep 302)
-        assert len(wait_for_count(case_marker, 9)) >= 9, marked(case_marker)
+        # the parent; per tree: the front, the supervisor and four sleeps (sh became sleep
+        # 303, sleep 300, the setsid'd sleep 301, the daemon's sleep 302)
+        assert len(wait_for_count(case_marker, 13)) >= 13, marked(case_marker)
         os.killpg(parent.pid, signal.SIGKILL)
         parent.wait()
         assert wait_until_gone(case_marker, 5.0) == []

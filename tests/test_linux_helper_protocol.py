@@ -152,6 +152,11 @@ def only_child(pid: int) -> int:
     return children(pid)[0]
 
 
+def target_of(front: int) -> int:
+    """A supervisor's target: the child of the supervisor, which is the front's child."""
+    return only_child(only_child(front))
+
+
 def read_all(fd: int) -> bytes:
     data = b""
     while part := os.read(fd, 64):
@@ -398,7 +403,7 @@ def supervisors() -> Iterator[list[Supervisor]]:
 def test_signal_0_probes_and_never_ends_anything(supervisors: list[Supervisor]) -> None:
     sup = Supervisor("-t", argv=["sleep", "sleep", "300"])
     supervisors.append(sup)
-    target = only_child(sup.proc.pid)
+    target = target_of(sup.proc.pid)
     for _ in range(3):
         assert sup.request(SIGNAL_OP, 0) == 0
     time.sleep(0.2)
@@ -408,7 +413,7 @@ def test_signal_0_probes_and_never_ends_anything(supervisors: list[Supervisor]) 
 def test_bad_requests_get_einval_and_change_nothing(supervisors: list[Supervisor]) -> None:
     sup = Supervisor("-t", argv=["sleep", "sleep", "300"])
     supervisors.append(sup)
-    target = only_child(sup.proc.pid)
+    target = target_of(sup.proc.pid)
     for op, value in ((SIGNAL_OP, -1), (SIGNAL_OP, signal.NSIG), (SIGNAL_OP, 1000),
                       (3, 0), (0, signal.SIGTERM), (-1, signal.SIGKILL)):  # fmt: skip
         assert sup.request(op, value) == errno.EINVAL
@@ -421,7 +426,7 @@ def test_a_signal_is_relayed_and_answered(tmp_path: Path, supervisors: list[Supe
     code = f"trap 'echo usr1 > {flag}' USR1; while :; do sleep 0.05; done"
     sup = Supervisor(argv=["sh", "sh", "-c", code])
     supervisors.append(sup)
-    only_child(sup.proc.pid)
+    target_of(sup.proc.pid)
     time.sleep(0.2)  # let sh install its trap
     assert sup.request(SIGNAL_OP, signal.SIGUSR1) == 0
     assert wait_for(lambda: flag.exists() and flag.read_text() == "usr1\n")
@@ -432,8 +437,9 @@ def test_sigkill_is_answered_only_after_the_whole_tree_is_dead(
 ) -> None:
     sup = Supervisor("-t", argv=["sh", "sh", "-c", "sleep 300 & sleep 300 & wait"])
     supervisors.append(sup)
-    assert wait_for(lambda: len(marked(marker)) == 4)  # supervisor, sh, 2 sleeps
-    tree = [p for p in marked(marker) if p != sup.proc.pid]
+    assert wait_for(lambda: len(marked(marker)) == 5)  # front, supervisor, sh, 2 sleeps
+    leash = (sup.proc.pid, only_child(sup.proc.pid))  # the front and the supervisor
+    tree = [p for p in marked(marker) if p not in leash]
     assert sup.request(SIGNAL_OP, signal.SIGKILL) == 0
     assert [p for p in tree if os.path.exists(f"/proc/{p}")] == []
     assert sup.proc.wait(timeout=5) == -signal.SIGKILL
@@ -447,7 +453,7 @@ def test_after_the_target_exits_probe_and_kill_say_esrch(
     sup = Supervisor("-t", "-s", "15", "-g", "20000", argv=["sh", "sh", "-c", leftover])
     supervisors.append(sup)
     assert wait_for(lambda: sup.request(SIGNAL_OP, 0) == errno.ESRCH)
-    assert len(marked(marker)) == 2  # the supervisor and the leftover
+    assert len(marked(marker)) == 3  # the front, the supervisor and the leftover
     started = time.monotonic()
     assert sup.request(SIGNAL_OP, signal.SIGKILL) == errno.ESRCH
     assert sup.proc.wait(timeout=5) == 5
@@ -460,7 +466,7 @@ def test_release_ends_the_tree_without_an_answer(
 ) -> None:
     sup = Supervisor("-t", argv=["sh", "sh", "-c", "sleep 300 & wait"])
     supervisors.append(sup)
-    assert wait_for(lambda: len(marked(marker)) == 3)
+    assert wait_for(lambda: len(marked(marker)) == 4)  # front, supervisor, sh, sleep
     sup.ours.sendall(struct.pack("=ii", RELEASE_OP, 0))
     assert sup.proc.wait(timeout=5) == 1
     assert sup.ours.recv(4) == b""  # closed, never answered
@@ -541,7 +547,7 @@ def test_ctrl_z_stops_the_supervisor_like_its_target(options: list[str]) -> None
         start_new_session=True,
     ) as (shell, sup):  # fmt: skip
         assert shell.stdout is not None
-        target = only_child(sup)
+        target = target_of(sup)
         os.kill(target, signal.SIGTSTP)
         assert shell.stdout.readline().split() == ["stopped", str(int(signal.SIGTSTP))]
         assert state(sup) == "T" and state(target) == "T"
@@ -558,7 +564,7 @@ def test_a_stop_asked_on_the_control_socket_keeps_the_supervisor_answering(
 ) -> None:
     sup = Supervisor(argv=["sleep", "sleep", "300"])
     supervisors.append(sup)
-    target = only_child(sup.proc.pid)
+    target = target_of(sup.proc.pid)
     assert sup.request(SIGNAL_OP, signal.SIGSTOP) == 0
     assert wait_for(lambda: state(target) == "T")
     time.sleep(0.2)
@@ -601,7 +607,7 @@ def test_supervisor_grace_is_a_deadline_then_sigkill(
 ) -> None:
     sup = Supervisor("-s", "15", "-g", "1000", argv=IGNORE_TERM)
     supervisors.append(sup)
-    target = only_child(sup.proc.pid)
+    target = target_of(sup.proc.pid)
     assert wait_for(lambda: Path(f"/proc/{target}/comm").read_text() == "sleep\n")
     sup.close_lifeline()
     started = time.monotonic()

@@ -210,9 +210,9 @@ def test_parent_sigkilled_while_its_spawner_runs(spawner: str) -> None:
     parent = Parent(code, new_marker())
     try:
         direct, tree, grace = (int(p) for p in parent.read_line().split())
-        # the parent; sleep and its guardian; supervisor, sh and two sleeps; supervisor
-        # and sleep.
-        expected = 9
+        # the parent; sleep and its guardian; front, supervisor, sh and two sleeps; front,
+        # supervisor and sleep.
+        expected = 11
         found = wait_for_count(parent.marker, expected)
         assert len(found) == expected, found
         assert all(alive(p) for p in (direct, tree, grace))
@@ -327,14 +327,14 @@ def test_trio_cancellation_ends_the_whole_tree() -> None:
             proc = await nursery.start(
                 partial(trio.run_process, wrap(["sh", "-c", TREE], tree=True), env=env, check=False)
             )
-            # supervisor, sh, two sleeps
-            found = await trio.to_thread.run_sync(wait_for_count, marker, 4)
+            # front, supervisor, sh, two sleeps
+            found = await trio.to_thread.run_sync(wait_for_count, marker, 5)
             nursery.cancel_scope.cancel()
         assert proc.returncode == -signal.SIGTERM
         return len(found)
 
     try:
-        assert trio.run(main) == 4
+        assert trio.run(main) == 5
         assert wait_until_gone(marker, 2.0) == []
     finally:
         kill_marked(CASE_VAR, marker)

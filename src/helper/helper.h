@@ -1,6 +1,7 @@
 /* helper.h - what the parts of leashed-helper share.
  *
  *   main.c        the portable core: command line, credentials, exec, report pipe
+ *   front.c       the supervisor's front: the process the caller holds
  *   supervisor.c  the supervisor's portable logic (endings, reaping, control socket)
  *   guardian.c    the guardian's portable logic
  *   linux.c       backend: pidfd, signalfd, /proc, subreaper, PR_SET_PDEATHSIG
@@ -56,7 +57,9 @@ struct opts {
 	int life_fd;	  /* -l, -1 = none */
 	int ctl_fd;	  /* -c, -1 = none */
 	pid_t watch;	  /* -w, 0 = none */
+	int watch_fd;	  /* Linux: a pidfd on -w, opened by the front before its -p check; -1 */
 	int tree;	  /* -t */
+	int keep;	  /* -k: the target's exit leaves its leftovers running until the parent dies */
 	int group;	  /* -P; always set for the supervisor outside Linux */
 	int uid_given, gid_given, groups_given; /* -U, -G, -X */
 	uid_t uid;
@@ -79,6 +82,9 @@ void lh_put(int fd, const void *buf, size_t n);
 int lh_parse_num(const char *s, unsigned long long lo, unsigned long long hi, unsigned long long *out);
 int lh_high_fd(int fd);	  /* moves a new fd of ours above stdio; -1 stays -1 */
 int lh_pipe(int fds[2]);  /* close-on-exec, both ends >= 3 */
+int lh_socketpair(int fds[2]); /* AF_UNIX stream; close-on-exec, both ends >= 3 */
+void lh_send_quiet(int fd, const void *buf, size_t n); /* no SIGPIPE of our own, where it can */
+void lh_close_stdio(void); /* 0-2: nothing of ours may keep a caller's pipe from EOF */
 long long lh_now_ms(void); /* monotonic */
 const struct timespec *lh_timeout(struct timespec *ts, long ms); /* NULL for ms < 0 */
 int lh_lifeline_eof(int fd); /* reads the lifeline: 1 at EOF (the parent is gone) */
@@ -90,7 +96,10 @@ void lh_send_death(int sig, void (*send)(void *, int), void *ctx);
  * every grace period, so no wait can stretch it or spin past it. */
 int lh_wait_until(long long deadline, long step_ms, int (*done)(void *), void (*wait)(void *, long), void *ctx);
 
-_Noreturn void lh_run_supervisor(const struct opts *o); /* supervisor.c */
+/* Exits the way a child did, from its wait status: code c -> exit c; killed by s -> dies by
+ * s (without a core dump). */
+_Noreturn void lh_exit_like(int status);
+_Noreturn void lh_run_supervisor(struct opts *o); /* supervisor.c */
 _Noreturn void lh_run_guardian(struct opts *o);	 /* guardian.c */
 
 /* ------------------------------------------------------------------ backend, any mode */
@@ -100,6 +109,29 @@ _Noreturn void lh_run_guardian(struct opts *o);	 /* guardian.c */
 int lh_arm_pdeathsig(int sig, int *old);
 void lh_no_core_dumps(void); /* beyond RLIMIT_CORE (Linux: not dumpable) */
 int lh_close_fds(unsigned lo, unsigned hi); /* close_range; -1: the caller closes one by one */
+/* Waits for one signal of set (blocked); *by_process: sent by a process (kill, sigqueue),
+ * not by the kernel (a terminal's Ctrl+C); 1 where the OS does not tell. */
+int lh_wait_signal(const sigset_t *set, int *by_process);
+/* Linux: a pidfd on pid, -1 with errno; elsewhere -1 with errno 0: watched later, by kqueue. */
+int lh_open_watch(pid_t pid);
+
+/* ------------------------------------------------------------------ front (front.c) */
+
+/* supervisor -> front on their socket: two native int32, (what, value). */
+enum front_msg {
+	FRONT_STOPPED = 1, /* the target stopped by signal `value`: a job's leader follows */
+	FRONT_EXITED = 2   /* -k: the target exited with wait status `value`; the leftovers stay */
+};
+
+/* What the supervisor gets from its front. */
+struct front_link {
+	int sock;  /* the supervisor's end: EOF when the front is gone */
+	pid_t join; /* the process group the target joins; 0 = its own (-P) */
+};
+
+/* Forks the supervisor into a process group of its own and becomes its front; returns only
+ * in the supervisor, with the caller's signal mask back in place. */
+struct front_link lh_run_front(struct opts *o);
 
 /* ------------------------------------------------------------------ supervisor */
 
@@ -115,21 +147,20 @@ enum end_how {
 
 struct sup {
 	const struct opts *o;
-	pid_t self, parent, target;
+	pid_t self, target;
 	pid_t pgid;	    /* the target's own process group (group strategy); 0 = ours */
-	pid_t apart;	    /* the caller's group, which the target joins while the supervisor
-			     * stands in a group of its own; 0 = not apart */
+	pid_t join;	    /* the group the target joins (the front's, or the caller's); 0 = none */
 	enum end_how end;
 	int target_alive;   /* has not exited */
 	int target_reaped;  /* waited for: from now on its pid and pgid may be reused */
 	int target_status;
-	int stop_sig;	    /* the target stopped by this signal: the supervisor follows */
 	int asked_stop;	    /* a stop signal relayed from the control socket: not followed */
-	int own_sig;	    /* a signal the supervisor sent itself (kqueue reports those) */
 	int life, ctl;	    /* lifeline, control socket; -1 = none */
-	int parent_gone;    /* lifeline EOF, -w exit, or RELEASE */
+	int front;	    /* the socket to the front; -1 once it is gone, or let go (-k) */
+	int parent_gone;    /* lifeline EOF, -w exit, the front's death, or RELEASE */
 	int kill_asked;	    /* control SIGKILL: end everything by SIGKILL now */
 	int kill_reply;	    /* ... and answer once it is done, then die by SIGKILL */
+	int kill_late;	    /* a SIGKILL asked for after the target exited: ESRCH once done */
 	unsigned char cbuf[8]; /* a control request being read */
 	size_t clen;
 	sigset_t orig_mask;    /* restored in the target */
@@ -144,6 +175,7 @@ struct sup {
 
 /* Portable, called by the backend's event wait. */
 void sup_read_lifeline(struct sup *s);
+void sup_read_front(struct sup *s);
 void sup_read_control(struct sup *s);
 void sup_child_event(struct sup *s, int target_exit);
 int sup_relay(struct sup *s, int sig);	       /* to the target or its group; errno or 0 */

@@ -39,6 +39,26 @@ int lh_close_fds(unsigned lo, unsigned hi)
 	return -1;
 }
 
+/* macOS has sigwait only: no sender. (The front then passes every signal on: outside Linux
+ * the target is always in a group of its own.) */
+int lh_wait_signal(const sigset_t *set, int *by_process)
+{
+	int sig = 0, err;
+
+	while ((err = sigwait(set, &sig)) != 0)
+		if (err != EINTR)
+			return -1;
+	*by_process = 1;
+	return sig;
+}
+
+int lh_open_watch(pid_t pid)
+{
+	(void)pid;
+	errno = 0; /* the supervisor's kqueue registers -w */
+	return -1;
+}
+
 /* ------------------------------------------------------------------ tree, group */
 
 #ifdef __FreeBSD__
@@ -78,7 +98,8 @@ static void kq_add(struct sup *s, uintptr_t ident, short filter, unsigned short 
 	}
 }
 
-/* One wait for any event: a signal, lifeline EOF, -w exit, target exit, control request. */
+/* One wait for any event: a signal, lifeline EOF, -w exit, the front's exit, target exit,
+ * a control request. */
 void sup_wait_events(struct sup *s, long timeout_ms)
 {
 	struct kevent ev[8];
@@ -90,12 +111,12 @@ void sup_wait_events(struct sup *s, long timeout_ms)
 		int id = (int)ev[i].ident;
 		if (ev[i].filter == EVFILT_SIGNAL && id == SIGCHLD)
 			chld = 1;
-		else if (ev[i].filter == EVFILT_SIGNAL && id == s->own_sig)
-			s->own_sig = 0; /* the stop we sent ourselves: not for the target */
 		else if (ev[i].filter == EVFILT_SIGNAL)
 			sup_relay(s, id); /* once per event, as signals coalesce */
 		else if (ev[i].filter == EVFILT_READ && id == s->life)
 			sup_read_lifeline(s); /* closed at EOF, which deletes its filter */
+		else if (ev[i].filter == EVFILT_READ && id == s->front)
+			sup_read_front(s); /* likewise */
 		else if (ev[i].filter == EVFILT_READ && id == s->ctl)
 			sup_read_control(s); /* likewise */
 		else if (ev[i].filter == EVFILT_PROC && s->target > 0 && (pid_t)id == s->target)
@@ -125,6 +146,8 @@ static void arm_leash(struct sup *s)
 		_exit(1); /* parent gone; else the -w watch, armed above, is on our live parent */
 	if (s->life >= 0)
 		kq_add(s, (uintptr_t)s->life, EVFILT_READ, 0, 0);
+	if (s->front >= 0)
+		kq_add(s, (uintptr_t)s->front, EVFILT_READ, 0, 0);
 	sup_wait_events(s, 0); /* only these are armed yet: lifeline at EOF, -w exited? */
 	if (s->parent_gone)
 		_exit(1);
@@ -154,14 +177,24 @@ static void watch_signals(struct sup *s)
 	sigprocmask(SIG_BLOCK, &none, &s->orig_mask);
 }
 
+/* macOS has no MSG_NOSIGNAL: a SIGPIPE of our own would look like one to relay. */
+static void no_sigpipe(int fd)
+{
+#if defined(SO_NOSIGPIPE)
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+#else
+	(void)fd;
+#endif
+}
+
 void sup_arm(struct sup *s)
 {
 	arm_leash(s);
+	if (s->front >= 0)
+		no_sigpipe(s->front);
 	if (s->ctl >= 0) {
-#if defined(SO_NOSIGPIPE)
-		int one = 1;
-		setsockopt(s->ctl, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
-#endif
+		no_sigpipe(s->ctl);
 		kq_add(s, (uintptr_t)s->ctl, EVFILT_READ, 0, 0);
 	}
 	watch_signals(s);

@@ -18,6 +18,22 @@ void lh_no_core_dumps(void) { prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); }
 
 int lh_close_fds(unsigned lo, unsigned hi) { return lh_close_range(lo, hi); }
 
+int lh_wait_signal(const sigset_t *set, int *by_process)
+{
+	siginfo_t si;
+	int sig;
+
+	memset(&si, 0, sizeof si);
+	while ((sig = sigwaitinfo(set, &si)) < 0)
+		if (errno != EINTR)
+			return -1;
+	/* A terminal's Ctrl+C is SI_KERNEL; kill(), killpg(), sigqueue(), tgkill() are not. */
+	*by_process = si.si_code == SI_USER || si.si_code == SI_QUEUE || si.si_code == SI_TKILL;
+	return sig;
+}
+
+int lh_open_watch(pid_t pid) { return lh_high_fd(lh_pidfd_open(pid)); }
+
 /* ------------------------------------------------------------------ /proc */
 
 struct pstat {
@@ -314,16 +330,17 @@ static void read_signals(struct sup *s)
 		sup_child_event(s, 0);
 }
 
-/* One wait for any event: a signal, lifeline EOF, -w exit, target exit (-P), a control
- * request. */
+/* One wait for any event: a signal, lifeline EOF, -w exit, the front's exit, target exit
+ * (-P), a control request. */
 void sup_wait_events(struct sup *s, long timeout_ms)
 {
-	struct pollfd p[5];
+	struct pollfd p[6];
 	struct timespec ts;
-	int n = 0, is, il, iw, ic, it;
+	int n = 0, is, il, iw, ic, it, ifr;
 
 	is = add_fd(p, &n, s->sfd);
 	il = add_fd(p, &n, s->life);
+	ifr = add_fd(p, &n, s->front);
 	iw = add_fd(p, &n, s->wfd);
 	ic = add_fd(p, &n, s->ctl);
 	it = add_fd(p, &n, s->tfd);
@@ -333,6 +350,8 @@ void sup_wait_events(struct sup *s, long timeout_ms)
 		read_signals(s);
 	if (ready(p, il))
 		sup_read_lifeline(s);
+	if (ready(p, ifr))
+		sup_read_front(s);
 	if (ready(p, iw)) {
 		close(s->wfd);
 		s->wfd = -1;
@@ -360,7 +379,7 @@ static void check_parent_alive(const struct sup *s)
 		_exit(1);
 }
 
-/* Subreaper (-t without -P), pidfds, the ppid recheck. */
+/* Subreaper (-t without -P), the pidfd checks. */
 static void arm_leash(struct sup *s)
 {
 	const struct opts *o = s->o;
@@ -373,13 +392,7 @@ static void arm_leash(struct sup *s)
 			lh_fail(o, STAGE_ARM, errno, "arm the leash", NULL);
 		close(fd);
 	}
-	if (o->watch && (s->wfd = lh_high_fd(lh_pidfd_open(o->watch))) < 0) {
-		if (errno == ESRCH)
-			_exit(1); /* already gone: that is a parent death */
-		lh_fail(o, STAGE_ARM, errno, "arm the leash", NULL);
-	}
-	if (o->ppid && getppid() != o->ppid)
-		_exit(1); /* parent gone; else the -w pidfd, opened above, is our live parent's */
+	s->wfd = o->watch_fd; /* the front opened it, before its -p recheck */
 	check_parent_alive(s);
 }
 

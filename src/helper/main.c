@@ -94,6 +94,50 @@ int lh_pipe(int fds[2])
 	return 0;
 }
 
+int lh_socketpair(int fds[2])
+{
+	int i;
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, fds) < 0)
+		return -1;
+	for (i = 0; i < 2; i++) {
+		if (fcntl(fds[i], F_SETFD, FD_CLOEXEC) < 0 || (fds[i] = lh_high_fd(fds[i])) < 0) {
+			int err = errno;
+			if (fds[i] >= 0)
+				close(fds[i]);
+			close(fds[1 - i]);
+			errno = err;
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Linux tells our own SIGPIPE by its sender; macOS: SO_NOSIGPIPE, set by the backend. */
+void lh_send_quiet(int fd, const void *buf, size_t n)
+{
+#ifdef MSG_NOSIGNAL
+	const char *p = buf;
+	while (n > 0) {
+		ssize_t r = send(fd, p, n, MSG_NOSIGNAL);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return;
+		p += r;
+		n -= (size_t)r;
+	}
+#else
+	lh_put(fd, buf, n);
+#endif
+}
+
+void lh_close_stdio(void)
+{
+	int fd;
+	for (fd = 0; fd <= 2; fd++)
+		close(fd);
+}
+
 long long lh_now_ms(void)
 {
 	struct timespec ts;
@@ -143,6 +187,36 @@ int lh_wait_until(long long deadline, long step_ms, int (*done)(void *), void (*
 		wait(ctx, step_ms > 0 && step_ms < left ? step_ms : (long)left);
 	}
 	return 1;
+}
+
+/* ------------------------------------------------------------------ exiting like a child */
+
+/* Dies by sig, without a core dump; exit 128+sig if that somehow fails. */
+_Noreturn static void die_by(int sig)
+{
+	struct rlimit rl;
+	struct sigaction dfl;
+	sigset_t set;
+
+	rl.rlim_cur = rl.rlim_max = 0;
+	setrlimit(RLIMIT_CORE, &rl);
+	lh_no_core_dumps(); /* also stops a core_pattern pipe */
+	memset(&dfl, 0, sizeof dfl);
+	dfl.sa_handler = SIG_DFL;
+	if (sig != SIGKILL)
+		sigaction(sig, &dfl, NULL);
+	sigemptyset(&set);
+	sigaddset(&set, sig);
+	sigprocmask(SIG_UNBLOCK, &set, NULL);
+	kill(getpid(), sig);
+	_exit(128 + sig);
+}
+
+_Noreturn void lh_exit_like(int status)
+{
+	if (WIFSIGNALED(status))
+		die_by(WTERMSIG(status));
+	_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
 }
 
 /* ------------------------------------------------------------------ failures */
@@ -344,6 +418,7 @@ static const struct option_spec {
 	{ 'w', WATCHERS, NUMBER, 1, INT_MAX_ },		    /* watched pid */
 	{ 'c', MODE_SUPERVISOR, NUMBER, 0, INT_MAX_ },	    /* control socket fd */
 	{ 't', MODE_SUPERVISOR, FLAG, 0, 0 },		    /* whole tree */
+	{ 'k', MODE_SUPERVISOR, FLAG, 0, 0 },		    /* keep leftovers (with -t) */
 	{ 'P', MODE_SUPERVISOR, FLAG, 0, 0 },		    /* process-group strategy */
 };
 
@@ -410,6 +485,7 @@ static void store(struct opts *o, char letter, unsigned long long v)
 	case 'c': o->ctl_fd = (int)v; break;
 	case 'w': o->watch = (pid_t)v; break;
 	case 't': o->tree = 1; break;
+	case 'k': o->keep = 1; break;
 	case 'P': o->group = 1; break;
 	case 'U': o->uid = (uid_t)v; o->uid_given = 1; break;
 	case 'G': o->gid = (gid_t)v; o->gid_given = 1; break;
@@ -474,6 +550,12 @@ static void parse_args(int argc, char **argv, struct opts *o)
 #ifndef __linux__
 	o->group = o->mode == MODE_SUPERVISOR; /* no sender info from kqueue: see the protocol */
 #endif
+	if (o->keep && !o->tree)
+		usage(o, "-k needs", "-t");
+#ifndef __FreeBSD__
+	if (o->keep && o->group) /* the leftovers are kept by a subreaper: Linux, FreeBSD */
+		usage(o, "-k needs a subreaper, not the process-group strategy", NULL);
+#endif
 }
 
 static void init_opts(struct opts *o)
@@ -481,7 +563,7 @@ static void init_opts(struct opts *o)
 	memset(o, 0, sizeof *o);
 	o->sig = SIGKILL;
 	o->grace_ms = -1;
-	o->report_fd = o->life_fd = o->ctl_fd = -1;
+	o->report_fd = o->life_fd = o->ctl_fd = o->watch_fd = -1;
 }
 
 /* A caller's fd we keep: it must never reach the target. */

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/resource.h>
+#include <sys/socket.h> /* the front's socket; send(MSG_NOSIGNAL), SO_NOSIGPIPE */
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <grp.h>
@@ -67,8 +68,6 @@ static inline long lh_getdents64(int fd, void *buf, size_t len)
 {
 	return syscall(SYS_getdents64, fd, buf, len);
 }
-#else
-#include <sys/socket.h> /* the control socket's answers: send(MSG_NOSIGNAL), SO_NOSIGPIPE */
 #endif /* __linux__ */
 
 #else /* LEASHED_NOLIBC */
@@ -95,7 +94,7 @@ enum {
 	NR_clock_gettime = 228, NR_exit_group = 231, NR_openat = 257, NR_ppoll = 271,
 	NR_signalfd4 = 289, NR_dup3 = 292, NR_pipe2 = 293, NR_prlimit64 = 302,
 	NR_setreuid = 113, NR_setregid = 114, NR_setgroups = 116, NR_setpgid = 109, NR_waitid = 247,
-	NR_getpgid = 121,
+	NR_getpgid = 121, NR_rt_sigtimedwait = 128, NR_socketpair = 53,
 };
 #elif defined(__aarch64__)
 enum {
@@ -105,7 +104,7 @@ enum {
 	NR_clock_gettime = 113, NR_exit_group = 94, NR_openat = 56, NR_ppoll = 73,
 	NR_signalfd4 = 74, NR_dup3 = 24, NR_pipe2 = 59, NR_prlimit64 = 261,
 	NR_setreuid = 145, NR_setregid = 143, NR_setgroups = 159, NR_setpgid = 154, NR_waitid = 95,
-	NR_getpgid = 155,
+	NR_getpgid = 155, NR_rt_sigtimedwait = 137, NR_socketpair = 199,
 };
 #else
 #error "LEASHED_NOLIBC supports x86_64 and aarch64 only"
@@ -196,6 +195,12 @@ static inline long lh_ret(long r)
 #define O_NONBLOCK 04000
 #define F_GETFD 1
 #define F_SETFD 2
+#define F_GETFL 3
+#define F_SETFL 4
+#define F_SETOWN 8
+#define O_ASYNC 020000
+#define AF_UNIX 1
+#define SOCK_STREAM 1
 #define F_DUPFD_CLOEXEC 1030
 #define FD_CLOEXEC 1
 
@@ -209,6 +214,7 @@ static inline long lh_ret(long r)
 #define SIGALRM 14
 #define SIGTERM 15
 #define SIGCHLD 17
+#define SIGIO 29
 #define SIGCONT 18
 #define SIGSTOP 19
 #define SIGTSTP 20
@@ -361,6 +367,14 @@ static inline int sigprocmask(int how, const sigset_t *set, sigset_t *old)
 static inline int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
 {
 	return (int)lh_ret(lh_syscall4(NR_rt_sigaction, sig, act, old, sizeof(sigset_t)));
+}
+static inline int sigwaitinfo(const sigset_t *set, siginfo_t *info)
+{
+	return (int)lh_ret(lh_syscall4(NR_rt_sigtimedwait, set, info, 0, sizeof(sigset_t)));
+}
+static inline int socketpair(int domain, int type, int proto, int fds[2])
+{
+	return (int)lh_ret(lh_syscall4(NR_socketpair, domain, type, proto, fds));
 }
 static inline int signalfd(int fd, const sigset_t *mask, int flags)
 {

@@ -1,13 +1,14 @@
-/* supervisor.c - the supervisor's portable logic. It stays between the caller and the
- * target: relays signals, follows the target's job-control stops, answers the control
- * socket, and on the parent's death ends the target (or its tree, or its process group)
- * with the death signal, a grace period and SIGKILL; otherwise it passes the target's exit
- * status through. The backend (linux.c, kqueue.c) arms it and waits for its events.
+/* supervisor.c - the supervisor's portable logic. It runs behind its front (front.c), in
+ * a process group of its own, as the target's parent: relays the signals the front passes
+ * on, tells the front of the target's job-control stops, answers the control socket, and on
+ * the parent's death (or the front's) ends the target (or its tree, or its process group)
+ * with the death signal, a grace period and SIGKILL; otherwise it exits as the target did,
+ * and the front with it. The backend (linux.c, kqueue.c) arms it and waits for its events.
  *
  * Process-group strategy (-P on Linux, always outside Linux): the target runs in its own
- * process group, pgid = its pid; the supervisor stays in the caller's group. Terminal
- * signals (Ctrl+C) then reach the supervisor only, so it relays every forwarded signal to
- * the group exactly once, whoever sent it. The group's number cannot be reused while the
+ * process group, pgid = its pid; the front stays in the caller's group. Terminal signals
+ * (Ctrl+C) then reach the front only, which passes every one on, so the supervisor relays
+ * each to the group exactly once, whoever sent it. The group's number cannot be reused while the
  * target is unreaped (a zombie leader pins it), so the target is reaped last, after the
  * group is empty; no signal goes to the pgid after that. A descendant that calls setsid()
  * (or setpgid to another group) leaves it: it escapes.
@@ -27,37 +28,6 @@ enum { CTL_SIGNAL = 1, CTL_RELEASE = 2 };
 
 const int lh_forwarded[NFWD] = { SIGTERM, SIGINT,  SIGHUP,  SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH,
 				 SIGCONT, SIGALRM, SIGTSTP, SIGTTIN, SIGTTOU, SIGPIPE };
-
-/* ------------------------------------------------------------------ exiting like the target */
-
-/* Dies by sig, without a core dump; exit 128+sig if that somehow fails. */
-_Noreturn static void die_by(int sig)
-{
-	struct rlimit rl;
-	struct sigaction dfl;
-	sigset_t set;
-
-	rl.rlim_cur = rl.rlim_max = 0;
-	setrlimit(RLIMIT_CORE, &rl);
-	lh_no_core_dumps(); /* also stops a core_pattern pipe */
-	memset(&dfl, 0, sizeof dfl);
-	dfl.sa_handler = SIG_DFL;
-	if (sig != SIGKILL)
-		sigaction(sig, &dfl, NULL);
-	sigemptyset(&set);
-	sigaddset(&set, sig);
-	sigprocmask(SIG_UNBLOCK, &set, NULL);
-	kill(getpid(), sig);
-	_exit(128 + sig);
-}
-
-/* Exits the way the target did: code c -> exit c; killed by s -> die by s. */
-_Noreturn static void exit_like(int status)
-{
-	if (WIFSIGNALED(status))
-		die_by(WTERMSIG(status));
-	_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
-}
 
 /* ------------------------------------------------------------------ signalling */
 
@@ -126,6 +96,18 @@ static int stopped_by(const struct sup *s)
 	return si.si_status;
 }
 
+/* One message to the front (two native int32), while it is there to read it. */
+static void tell_front(const struct sup *s, enum front_msg what, int value)
+{
+	int32_t msg[2];
+
+	if (s->front < 0)
+		return;
+	msg[0] = (int32_t)what;
+	msg[1] = value;
+	lh_send_quiet(s->front, msg, sizeof msg);
+}
+
 /* The target exited (pidfd / NOTE_EXIT) or some child changed state (SIGCHLD). */
 void sup_child_event(struct sup *s, int target_exit)
 {
@@ -135,9 +117,9 @@ void sup_child_event(struct sup *s, int target_exit)
 		reap(s);
 	else if (target_exit)
 		s->target_alive = 0; /* a zombie until the group is empty */
-	/* A supervisor apart is nobody's job: a shell waits for its leader, not for it. */
-	if (s->target_alive && !s->apart && (sig = stopped_by(s)) != 0) {
-		s->stop_sig = s->asked_stop ? 0 : sig;
+	if (s->target_alive && (sig = stopped_by(s)) != 0) {
+		if (!s->asked_stop) /* the front follows it if it leads a job */
+			tell_front(s, FRONT_STOPPED, sig);
 		s->asked_stop = 0;
 	}
 }
@@ -176,18 +158,23 @@ void sup_read_lifeline(struct sup *s)
 	s->parent_gone = 1;
 }
 
+/* The front never writes: readable means it is gone, killed perhaps (SIGKILL of the pid
+ * the caller holds, of its process group): that ends the tree as the parent's death does. */
+void sup_read_front(struct sup *s)
+{
+	if (!lh_lifeline_eof(s->front))
+		return;
+	close(s->front);
+	s->front = -1;
+	s->parent_gone = 1;
+}
+
 /* One native int32 errno; never a SIGPIPE of our own that kqueue could not tell from a
  * signal to relay (Linux tells it by its sender; macOS: SO_NOSIGPIPE, set by sup_arm). */
 static void answer(struct sup *s, int32_t err)
 {
-	if (s->ctl < 0)
-		return;
-#ifdef MSG_NOSIGNAL
-	while (send(s->ctl, &err, sizeof err, MSG_NOSIGNAL) < 0 && errno == EINTR)
-		;
-#else
-	lh_put(s->ctl, &err, sizeof err);
-#endif
+	if (s->ctl >= 0)
+		lh_send_quiet(s->ctl, &err, sizeof err);
 }
 
 /* SIGNAL 0 probes (never ends anything), SIGKILL ends everything and is answered once it
@@ -198,9 +185,10 @@ static void control_request(struct sup *s, int32_t op, int32_t value)
 		s->parent_gone = 1; /* the Popen object was dropped: no answer */
 	} else if (op != CTL_SIGNAL || value < 0 || value >= NSIG) {
 		answer(s, EINVAL);
+	} else if (!s->target_alive && value == SIGKILL) {
+		s->kill_asked = s->kill_late = 1; /* what is left of the tree, at once */
 	} else if (!s->target_alive) {
 		answer(s, ESRCH);
-		s->kill_asked |= value == SIGKILL; /* what is left of the tree, at once */
 	} else if (value == 0) {
 		answer(s, 0);
 	} else if (value == SIGKILL) {
@@ -271,48 +259,6 @@ static void end_all(struct sup *s, int sig, long grace_ms)
 		reap_target(s);
 }
 
-/* ------------------------------------------------------------------ job control */
-
-/* Stops this process by sig, whatever the backend did to it (blocked for the signalfd,
- * ignored for kqueue), until a SIGCONT. */
-static void stop_self(struct sup *s, int sig)
-{
-	struct sigaction dfl, old;
-	sigset_t one, mask;
-
-	memset(&dfl, 0, sizeof dfl);
-	memset(&old, 0, sizeof old);
-	dfl.sa_handler = SIG_DFL;
-	sigemptyset(&one);
-	sigaddset(&one, sig);
-	s->own_sig = sig; /* kqueue records even this one: it is not to be relayed */
-	sigaction(sig, &dfl, &old);
-	sigprocmask(SIG_UNBLOCK, &one, &mask);
-	kill(s->self, sig); /* returns once continued */
-	sigprocmask(SIG_SETMASK, &mask, NULL);
-	sigaction(sig, &old, NULL);
-}
-
-/* The target stopped (Ctrl+Z, SIGSTOP): stop by the same signal, so that whoever waits for
- * the supervisor (a shell) sees the job stopped. The SIGCONT that continues us is then
- * relayed to the target like any forwarded signal. A stopped process watches nothing, so
- * for that time a parent-death signal of SIGCONT (Linux, FreeBSD) wakes us if the parent
- * dies; a -w pid that is not our parent is seen only once we are continued, and control
- * requests are read then. (A stop asked for on the control socket is not followed.) */
-static void follow_stop(struct sup *s)
-{
-	int sig = s->stop_sig, old = 0;
-
-	s->stop_sig = 0;
-	if (!s->target_alive || s->parent_gone || s->kill_asked)
-		return;
-	if (lh_arm_pdeathsig(SIGCONT, &old) < 0)
-		return; /* nothing would wake us if the parent died: stay awake */
-	if (getppid() == s->parent) /* else it died already: no SIGCONT would come */
-		stop_self(s, sig);
-	lh_arm_pdeathsig(old, NULL);
-}
-
 /* ------------------------------------------------------------------ the target */
 
 /* What the target must not see changed: the mask, SIGCHLD's and (kqueue: ignored by the
@@ -327,8 +273,9 @@ static void restore_signals(const struct sup *s)
 	sigprocmask(SIG_SETMASK, &s->orig_mask, NULL);
 }
 
-/* In the forked child: credentials, leash (SIGKILL when the supervisor dies), own group
- * with the group strategy (the supervisor does the same: the race-free pair), exec. */
+/* In the forked child: credentials, leash (SIGKILL when the supervisor dies), its group:
+ * its own with the group strategy, else the front's or the caller's (the supervisor does
+ * the same: the race-free pair), exec. */
 _Noreturn static void start_target(const struct sup *s)
 {
 	const struct opts *o = s->o;
@@ -340,7 +287,7 @@ _Noreturn static void start_target(const struct sup *s)
 		_exit(1); /* the supervisor is already gone */
 	if (o->group && setpgid(0, 0) < 0)
 		lh_fail(o, STAGE_ARM, errno, "arm the leash", NULL);
-	if (s->apart && setpgid(0, s->apart) < 0)
+	if (s->join && setpgid(0, s->join) < 0)
 		lh_fail(o, STAGE_ARM, errno, "arm the leash", NULL);
 	restore_signals(s);
 	lh_exec_target(o);
@@ -375,8 +322,8 @@ static void start(struct sup *s)
 		setpgid(pid, pid); /* EACCES: it already exec'd (and had done it); ESRCH: it died */
 		s->pgid = pid;
 	}
-	if (s->apart)
-		setpgid(pid, s->apart); /* the race-free pair, as above */
+	if (s->join)
+		setpgid(pid, s->join); /* the race-free pair, as above */
 	watch_target(s);
 	if (s->o->report_fd >= 0)
 		close(s->o->report_fd); /* the caller's EOF now means: the target was executed */
@@ -384,15 +331,30 @@ static void start(struct sup *s)
 
 /* ------------------------------------------------------------------ the run */
 
-static void init(struct sup *s, const struct opts *o)
+static void init(struct sup *s, const struct opts *o, const struct front_link *link)
 {
 	memset(s, 0, sizeof *s);
 	s->o = o;
 	s->self = getpid();
-	s->parent = getppid();
+	s->join = link->join;
+	s->front = link->sock;
 	s->life = o->life_fd;
 	s->ctl = o->ctl_fd;
 	s->end = !o->tree ? END_TARGET : o->group && !LH_REAPER_KILL ? END_GROUP : END_TREE;
+}
+
+/* -k: the target exited by itself while the parent lives. The front exits with its status
+ * (the caller's wait() returns); the leftovers -- a daemon the target started, say -- run
+ * on until the parent dies, kill() asks for it, or they all exit. */
+static void keep_leftovers(struct sup *s)
+{
+	if (!s->o->keep || s->target_alive || s->parent_gone || s->kill_asked)
+		return;
+	tell_front(s, FRONT_EXITED, s->target_status);
+	close(s->front); /* from now on the front's exit is no parent death */
+	s->front = -1;
+	while (!s->parent_gone && !s->kill_asked && !all_gone(s))
+		sup_wait_events(s, -1);
 }
 
 _Noreturn static void finish(struct sup *s)
@@ -404,41 +366,26 @@ _Noreturn static void finish(struct sup *s)
 	reap_target(s);
 	if (s->kill_reply) {
 		answer(s, 0);
-		die_by(SIGKILL); /* the caller's returncode is -9, as for a plain kill() */
+		lh_exit_like(SIGKILL); /* the caller's returncode is -9, as for a plain kill() */
 	}
+	if (s->kill_late)
+		answer(s, ESRCH); /* the target had exited; what it left is dead now */
 	if (s->parent_gone)
 		_exit(1);
-	exit_like(s->target_status);
+	lh_exit_like(s->target_status);
 }
 
-/* Unless the supervisor leads its group already (a shell's job, start_new_session) or
- * uses the group strategy, it moves to a group of its own while the target stays in the
- * caller's. A signal to the caller's whole group (kill -INT 0, os.killpg, a CI runner's
- * kill -9 of the job's group) then reaches the target once, directly, never again through
- * the supervisor's relay; and a SIGKILL of that group leaves the supervisor alive to end
- * the tree. Terminal signals reach the target as before: its group is the foreground one. */
-static void stand_apart(struct sup *s)
+_Noreturn void lh_run_supervisor(struct opts *o)
 {
-	pid_t caller = getpgid(0);
-
-	if (s->o->group || caller == s->self)
-		return;
-	if (setpgid(0, 0) == 0)
-		s->apart = caller;
-}
-
-_Noreturn void lh_run_supervisor(const struct opts *o)
-{
+	struct front_link link = lh_run_front(o); /* returns in the supervisor only */
 	struct sup s;
 
-	init(&s, o);
+	init(&s, o, &link);
 	sup_arm(&s); /* exits 1 if the parent is already gone */
-	stand_apart(&s);
 	start(&s);
-	while (s.target_alive && !s.parent_gone && !s.kill_asked) {
+	lh_close_stdio(); /* the target has its own copies */
+	while (s.target_alive && !s.parent_gone && !s.kill_asked)
 		sup_wait_events(&s, -1);
-		if (s.stop_sig)
-			follow_stop(&s);
-	}
+	keep_leftovers(&s);
 	finish(&s);
 }

@@ -60,13 +60,16 @@ def _linux_mechanisms(helper: bool, pidfd: bool) -> dict[str, dict[str, Any]]:
             notes=["leashed-helper was not found; reinstall leashed for the fast path"],
         )
     supervisor = _entry(
-        "leashed-helper supervisor: PR_SET_CHILD_SUBREAPER + lifeline pipe; death signal, "
-        "grace, then SIGKILL",
+        "leashed-helper supervisor: PR_SET_CHILD_SUBREAPER + lifeline pipe, behind a front "
+        "process (proc.pid); death signal, grace, then SIGKILL",
         whole_tree=True,
         available=helper,
         notes=[
             "whole tree with tree=True (setsid'd and double-forked descendants included); "
             "without tree only the target is ended",
+            "a SIGKILL of proc.pid (the front) or of its process group ends the tree as the "
+            "parent's death does",
+            "keep_leftovers=True: a tree's leftovers outlive the target until the parent dies",
             "descendants are signalled via pidfd after a start-time check"
             if pidfd
             else "no pidfd_open on this kernel: descendants are signalled by pid after a "
@@ -86,7 +89,8 @@ _GROUP_NOTES = [
     "a descendant that leaves the group (setsid(), daemons) escapes",
     "the target is a background job: reading the terminal stops it (SIGTTIN); give it "
     "stdin other than the terminal",
-    "if the supervisor itself is SIGKILLed, the group is not ended",
+    "a SIGKILL of proc.pid (the front) ends the group; one of the supervisor behind it "
+    "(whose pid nobody is given) does not",
     "not executed by this project's CI: compiled for this platform, logic tested on Linux",
 ]
 
@@ -105,10 +109,14 @@ def _kqueue_mechanisms(helper: bool) -> dict[str, dict[str, Any]]:
             "descendant; target in its own process group for signal relays",
             whole_tree=False,
             available=helper,
-            notes=["not yet verified on a FreeBSD machine", _GROUP_NOTES[1]],
+            notes=[
+                "not yet verified on a FreeBSD machine",
+                _GROUP_NOTES[1],
+                "keep_leftovers=True: a tree's leftovers outlive the target until the parent dies",
+            ],
         )
     else:
-        notes = list(_GROUP_NOTES)
+        notes = [*_GROUP_NOTES, "keep_leftovers is not available: no subreaper"]
         if sys.platform != "darwin":
             notes.append(
                 "this kernel counts a zombie group leader as a member: the grace period "

@@ -27,8 +27,12 @@ examples:
   leashed run --tree -- make -j8
       the whole tree (every descendant; on Linux daemons that setsid() too) is
       ended when the script dies.
-  leashed run --tree --grace 5 -- ./start-db.sh
+  leashed run --tree --grace 5 -- ./run-db.sh
       on the script's death: SIGTERM to the tree, 5 s to clean up, then SIGKILL.
+  leashed run --tree --keep-leftovers --grace 5 -- ./start-db.sh
+      start-db.sh daemonises the database and exits; leashed exits with its status,
+      the database runs on until the script dies (then SIGTERM, 5 s, SIGKILL).
+      Without --keep-leftovers --tree ends the leftovers when COMMAND exits.
   leashed run --pid 4242 -- tail -f app.log
       tail ends when process 4242 ends (any process, not just the parent).
   leashed doctor
@@ -39,7 +43,10 @@ exit status of `leashed run`: the command's own (killed by a signal: the same si
 already gone or leashed itself failed.
 """
 
-RUN_USAGE = "leashed run [-h] [--tree] [--grace S] [--signal SIG] [--pid PID] -- COMMAND [ARGS...]"
+RUN_USAGE = (
+    "leashed run [-h] [--tree [--keep-leftovers]] [--grace S] [--signal SIG] [--pid PID] "
+    "-- COMMAND [ARGS...]"
+)
 RUN_DESCRIPTION = """\
 Run COMMAND tied to the process that ran leashed (the shell script), or to --pid PID:
 when that process dies, by any death, COMMAND gets the death signal. The exit status,
@@ -48,9 +55,10 @@ stdio and signals pass through.
 Without --tree/--grace/--pid, leashed replaces itself with COMMAND (same pid) after
 arming PR_SET_PDEATHSIG (Linux; elsewhere a detached guardian watches the script).
 With --tree or --grace a small supervisor stays between the script and COMMAND: it
-watches the script's process with a pidfd, forwards the signals sent to it, and exits
-with COMMAND's status. With --pid alone, a detached guardian watches PID and COMMAND
-keeps leashed's pid.
+watches the script's process with a pidfd, forwards the signals sent to leashed's pid,
+and exits with COMMAND's status; a SIGKILL of leashed's pid (a harness's kill -9, a
+timeout) ends COMMAND (with --tree: every descendant) as the script's death would.
+With --pid alone, a detached guardian watches PID and COMMAND keeps leashed's pid.
 """
 
 
@@ -166,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="end every descendant of COMMAND too (a subreaper supervisor)",
     )
     run.add_argument(
+        "--keep-leftovers",
+        action="store_true",
+        help="with --tree: when COMMAND exits, exit with its status but keep what it left "
+        "running (a daemon it started) until the script dies",
+    )
+    run.add_argument(
         "--grace",
         type=grace_arg,
         metavar="S",
@@ -220,9 +234,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = [*command, "--", *tail] if command else tail
     if not command:
         _run_usage_error(parser, "missing COMMAND")
+    if args.keep_leftovers and not args.tree:
+        _run_usage_error(parser, "--keep-leftovers needs --tree")
     try:
         exec_command(
-            command, tree=args.tree, grace=args.grace, death_signal=args.death_signal, pid=args.pid
+            command,
+            tree=args.tree,
+            grace=args.grace,
+            death_signal=args.death_signal,
+            pid=args.pid,
+            keep_leftovers=args.keep_leftovers,
         )
     except CommandError as exc:
         say(str(exc))
@@ -313,9 +334,12 @@ def helper_command_line(
     death_signal: int | None = None,
     pid: int | None = None,
     parent: int | None = None,
+    keep_leftovers: bool = False,
 ) -> list[str]:
     """The helper argv that ``leashed run`` execs (``parent`` defaults to os.getppid())."""
-    plan = plan_for_cli(tree=tree, grace=grace, death_signal=death_signal, pid=pid)
+    plan = plan_for_cli(
+        tree=tree, grace=grace, death_signal=death_signal, pid=pid, keep_leftovers=keep_leftovers
+    )
     if parent is None:
         parent = os.getppid()
     if pid is not None:
@@ -339,6 +363,7 @@ def exec_command(
     grace: float | None,
     death_signal: int | None,
     pid: int | None,
+    keep_leftovers: bool = False,
 ) -> NoReturn:
     """Replace this process by the helper that leashes ``command``; CommandError if it can't."""
     try:
@@ -351,9 +376,15 @@ def exec_command(
     program = resolve_command(command[0])
     try:
         cmd = helper_command_line(
-            command, program, tree=tree, grace=grace, death_signal=death_signal, pid=pid
+            command,
+            program,
+            tree=tree,
+            grace=grace,
+            death_signal=death_signal,
+            pid=pid,
+            keep_leftovers=keep_leftovers,
         )
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError) as exc:
         raise CommandError(1, str(exc)) from None
     _restore_signals()
     sys.stdout.flush()

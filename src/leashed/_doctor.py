@@ -68,8 +68,8 @@ _PARENT_CODE = textwrap.dedent(
 _EXPECTED = {
     "direct": (3, 3),
     "guardian": (6, 3),  # three targets and their three guardians
-    "tree": (5, 3),  # supervisor, sh, two sleeps and a setsid'd sleep
-    "grace": (4, 2),  # supervisor, sh, a sleep and a sleep that ignores SIGTERM
+    "tree": (6, 3),  # front, supervisor, sh, two sleeps and a setsid'd sleep
+    "grace": (5, 2),  # front, supervisor, sh, a sleep and a sleep that ignores SIGTERM
 }
 
 _SHORT_DESCRIPTION = {

@@ -41,6 +41,7 @@ class LeashRequest:
     death_signal: int | None
     kill_on_drop: bool
     mechanism: Mechanism | None
+    keep_leftovers: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ class LeashPlan:
     """What one spawn will do: the mechanism, the signal and the grace, all validated.
 
     ``tree`` decides *what* ends (the target, or every descendant); ``death_signal`` and
-    ``grace_ms`` decide *how*.
+    ``grace_ms`` decide *how*; ``keep_leftovers`` decides *when* a tree's leftovers end:
+    with the target (False), or only with the parent (True).
     """
 
     mechanism: Mechanism
@@ -56,6 +58,7 @@ class LeashPlan:
     grace_ms: int | None  # None: the death signal only, never SIGKILL after it
     tree: bool
     kill_on_drop: bool
+    keep_leftovers: bool = False
 
     def with_mechanism(self, mechanism: Mechanism) -> LeashPlan:
         """The same plan through another mechanism (a fallback, or a safer choice)."""
@@ -127,10 +130,17 @@ def validate_request(
     death_signal: object = None,
     kill_on_drop: object = False,
     mechanism: object = None,
+    keep_leftovers: object = False,
 ) -> LeashRequest:
     """Check every leash option's type and value; TypeError/ValueError name the option."""
     if not isinstance(tree, bool):
         raise TypeError(f"tree must be a bool, not {type(tree).__name__}")
+    if not isinstance(keep_leftovers, bool):
+        raise TypeError(f"keep_leftovers must be a bool, not {type(keep_leftovers).__name__}")
+    if keep_leftovers and not tree:
+        raise ValueError(
+            "keep_leftovers=True needs tree=True: only a supervised tree has leftovers to keep"
+        )
     if not isinstance(kill_on_drop, bool):
         raise TypeError(f"kill_on_drop must be a bool, not {type(kill_on_drop).__name__}")
     if mechanism is not None and mechanism not in MECHANISM_CHOICES:
@@ -146,7 +156,7 @@ def validate_request(
         raise ValueError(
             "grace needs the supervisor or the guardian: a kernel death signal cannot escalate"
         )
-    return LeashRequest(tree, grace_s, signal_number, kill_on_drop, mechanism)
+    return LeashRequest(tree, grace_s, signal_number, kill_on_drop, mechanism, keep_leftovers)
 
 
 def plan_from(request: LeashRequest, mechanism: Mechanism) -> LeashPlan:
@@ -155,4 +165,11 @@ def plan_from(request: LeashRequest, mechanism: Mechanism) -> LeashPlan:
     if signal_number is None:
         signal_number = int(signal.SIGTERM) if request.grace_s else SIGKILL
     grace_ms = None if request.grace_s is None else math.ceil(request.grace_s * 1000)
-    return LeashPlan(mechanism, signal_number, grace_ms, request.tree, request.kill_on_drop)
+    return LeashPlan(
+        mechanism,
+        signal_number,
+        grace_ms,
+        request.tree,
+        request.kill_on_drop,
+        request.keep_leftovers,
+    )

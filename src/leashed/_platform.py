@@ -40,7 +40,24 @@ def _windows_plan(request: LeashRequest) -> LeashPlan:
     if request.mechanism is not None:
         raise ValueError("mechanism cannot be chosen on Windows: it always uses a job object")
     _windows.check_leash_options(request.tree, request.grace_s, request.death_signal)
+    if request.keep_leftovers:
+        raise ValueError(
+            "keep_leftovers is not available on Windows: closing the job object ends "
+            "every process in it"
+        )
     return LeashPlan("job", 9, None, True, request.kill_on_drop)
+
+
+#: A supervisor keeps a tree's leftovers as their subreaper (Linux, FreeBSD); elsewhere
+#: the process-group strategy cannot tell them apart once the target is gone.
+HAS_SUBREAPER = IS_LINUX or sys.platform.startswith("freebsd")
+
+
+def _check_keep_leftovers(request: LeashRequest) -> None:
+    if request.keep_leftovers and not HAS_SUBREAPER:
+        raise ValueError(
+            f"keep_leftovers needs a subreaper (Linux, FreeBSD); {sys.platform} has none"
+        )
 
 
 def plan_for_popen(**options: Any) -> LeashPlan:
@@ -52,6 +69,7 @@ def plan_for_popen(**options: Any) -> LeashPlan:
     request = validate_request(**options)
     if IS_WINDOWS:
         return _windows_plan(request)
+    _check_keep_leftovers(request)
     plan = plan_from(request, _mechanism_for(request))
     if _helper.helper_path() is not None:
         return plan
@@ -93,6 +111,7 @@ def plan_for_wrap(**options: Any) -> LeashPlan:
             "the child's process handle; use leashed.Popen or leashed.asyncio"
         )
     request = validate_request(**options)
+    _check_keep_leftovers(request)
     plan = plan_from(request, _mechanism_for(request))
     if _helper.helper_path() is None:
         raise _helper.missing_error("leashed.wrap")
@@ -102,14 +121,24 @@ def plan_for_wrap(**options: Any) -> LeashPlan:
 
 
 def plan_for_cli(
-    *, tree: bool, grace: float | None, death_signal: int | None, pid: int | None
+    *,
+    tree: bool,
+    grace: float | None,
+    death_signal: int | None,
+    pid: int | None,
+    keep_leftovers: bool = False,
 ) -> LeashPlan:
     """The plan of ``leashed run``: the guardian on its parent (or on --pid), the
     supervisor for --tree/--grace; each watches the parent *process*."""
     mechanism = "guardian" if pid is not None and not tree and grace is None else None
     request = validate_request(
-        tree=tree, grace=grace, death_signal=death_signal, mechanism=mechanism
+        tree=tree,
+        grace=grace,
+        death_signal=death_signal,
+        mechanism=mechanism,
+        keep_leftovers=keep_leftovers,
     )
+    _check_keep_leftovers(request)
     plan = _process_scoped(request, plan_from(request, _mechanism_for(request)))
     if _helper.helper_path() is None:
         raise _helper.missing_error("leashed run")

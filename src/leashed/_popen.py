@@ -22,8 +22,14 @@ class Popen(subprocess.Popen[AnyStr]):
     leash options:
 
     - ``tree``: end every descendant too, not only the target (a supervisor: on Linux a
-      child subreaper). ``pid`` is then the supervisor's, and ``kill()`` /
-      ``terminate()`` / ``send_signal()`` act through it.
+      child subreaper). ``pid`` is then the supervisor's front, and ``kill()`` /
+      ``terminate()`` / ``send_signal()`` act through it; a SIGKILL of that pid, or of
+      its process group, still ends the whole tree. Leftovers (a daemon the target
+      started) end when the target exits.
+    - ``keep_leftovers`` (with ``tree``): a tree's leftovers outlive the target and end
+      only when this process dies, or on ``kill()`` (at once) or ``drop()`` (death
+      signal and grace) after the target exited; ``wait()`` returns when the target
+      exits. For start scripts that daemonise a service (``pg_ctl start``).
     - ``grace``: seconds between the death signal and SIGKILL (uses the supervisor; the
       death signal is then SIGTERM unless given).
     - ``death_signal``: the signal the child gets when the parent dies (SIGKILL by
@@ -44,6 +50,7 @@ class Popen(subprocess.Popen[AnyStr]):
         death_signal: int | None = None,
         kill_on_drop: bool = False,
         mechanism: str | None = None,
+        keep_leftovers: bool = False,
         **popen_kwargs: Any,
     ) -> None:
         plan = plan_for_popen(
@@ -52,6 +59,7 @@ class Popen(subprocess.Popen[AnyStr]):
             death_signal=death_signal,
             kill_on_drop=kill_on_drop,
             mechanism=mechanism,
+            keep_leftovers=keep_leftovers,
         )
         self._leash = BACKEND.ChildLeash(plan)
         super().__init__(args, *popen_args, **popen_kwargs)
@@ -76,7 +84,8 @@ class Popen(subprocess.Popen[AnyStr]):
     def wait(self, timeout: float | None = None) -> int:
         """As subprocess.Popen.wait; also releases what the leash held for the child."""
         returncode = super().wait(timeout)
-        self._leash.close()
+        if not self._leash.plan.keep_leftovers:  # else kill() and drop() still reach them
+            self._leash.close()
         return returncode
 
     def drop(self) -> None:
@@ -93,7 +102,7 @@ class Popen(subprocess.Popen[AnyStr]):
             leash is not None
             and leash.plan.kill_on_drop
             and getattr(self, "_child_created", False)
-            and self.returncode is None
+            and (self.returncode is None or leash.plan.keep_leftovers)
         ):
             try:
                 self.drop()

@@ -173,6 +173,7 @@ assert [f.name for f in dataclasses.fields(LeashPlan)] == [
     "grace_ms",
     "tree",
     "kill_on_drop",
+    "keep_leftovers",
 ]
 
 
@@ -197,6 +198,7 @@ def _helper_options(
         plan.grace_ms,
         plan.tree,
         plan.kill_on_drop,
+        plan.keep_leftovers,
         report_fd,
         parent_pid,
         lifeline,
@@ -268,10 +270,14 @@ def send_signal(popen: Any, sig: int, stdlib_send: Callable[[int], None]) -> Non
         return
     popen.poll()
     if popen.returncode is not None:
+        if leash.plan.keep_leftovers and _signal_number(sig) == SIGKILL:
+            _ask_supervisor(leash, ControlOp.SIGNAL, SIGKILL)  # answered once they are dead
+            leash.close()
         return
     number = _signal_number(sig)
     if number == SIGKILL:
-        # A stopped supervisor could not answer. It is our unreaped child: its pid is its own.
+        # A stopped front (it follows its target's stop when it leads a job) would not exit
+        # after the supervisor's kill. It is our unreaped child: its pid is its own.
         stdlib_send(signal.SIGCONT)
     answer = _ask_supervisor(leash, ControlOp.SIGNAL, number)
     if answer is None:  # the supervisor is gone or stuck: signal it as subprocess would
@@ -318,6 +324,9 @@ def drop(popen: Any) -> None:
     """End the child as if the parent had died (its death signal, its grace)."""
     leash: ChildLeash = popen._leash
     if popen.poll() is not None:
+        if leash.plan.keep_leftovers and leash.control is not None:
+            _ask_supervisor(leash, ControlOp.RELEASE, 0)  # the kept leftovers
+            leash.close()
         return
     if leash.control is not None:
         _ask_supervisor(leash, ControlOp.RELEASE, 0)

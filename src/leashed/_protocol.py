@@ -68,6 +68,7 @@ OPTIONS = {
     "watch_pid": _Option("-w", _WATCHING),
     "control_fd": _Option("-c", frozenset({"supervisor"})),
     "tree": _Option("-t", frozenset({"supervisor"})),
+    "keep_leftovers": _Option("-k", frozenset({"supervisor"})),
     "uid": _Option("-U", _ALL),
     "gid": _Option("-G", _ALL),
     "extra_groups": _Option("-X", _ALL),
@@ -104,6 +105,7 @@ class HelperCommand:
             "watch_pid": self.watch_pid,
             "control_fd": self.control_fd,
             "tree": self.plan.tree or None,
+            "keep_leftovers": self.plan.keep_leftovers or None,
             "uid": self.uid,
             "gid": self.gid,
             "extra_groups": None

@@ -20,6 +20,7 @@ def wrap(
     grace: float | None = None,
     death_signal: int | None = None,
     mechanism: str | None = None,
+    keep_leftovers: bool = False,
 ) -> list[str]:
     """Return an argv that runs ``argv`` leashed to *this* process, for any spawner.
 
@@ -48,9 +49,12 @@ def wrap(
       spawned the child and however deep below this process the argv is executed. The
       spawned process is still the target (same pid).
     - **supervisor** (``-w os.getpid()``): with ``tree=True`` or
-      ``grace``. The spawned process is the supervisor; it passes on signals sent to it
-      and exits with the target's status. With ``tree=True`` it ends every descendant.
-      Its pidfd watch is on this process, so any thread may spawn it.
+      ``grace``. The spawned process is the supervisor's front; it passes on signals sent
+      to it and exits with the target's status. With ``tree=True`` every descendant ends
+      (when the target exits, unless ``keep_leftovers=True``: then when this process
+      dies). A SIGKILL of the spawned process (a spawner's ``kill()``) ends them too, as
+      this process's death would. Its pidfd watch is on this process, so any thread may
+      spawn it.
 
     ``mechanism=`` (``"direct"``, ``"guardian"``, ``"supervisor"``) forces one, as for
     ``leashed.Popen``. On macOS and the BSDs the default is the guardian (kqueue).
@@ -66,7 +70,13 @@ def wrap(
     foreign spawner (Windows: use ``leashed.Popen``, whose job object needs the handle).
     """
     target = _checked_argv(argv)
-    plan = plan_for_wrap(tree=tree, grace=grace, death_signal=death_signal, mechanism=mechanism)
+    plan = plan_for_wrap(
+        tree=tree,
+        grace=grace,
+        death_signal=death_signal,
+        mechanism=mechanism,
+        keep_leftovers=keep_leftovers,
+    )
     if plan.mechanism == "direct":
         command = HelperCommand(plan, parent_pid=os.getpid())
     else:

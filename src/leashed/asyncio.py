@@ -161,7 +161,7 @@ async def _create(
     return Process(popen, state, writer, readers[0], readers[1], transports)
 
 
-_LEASH_OPTIONS = ("tree", "grace", "death_signal", "kill_on_drop", "mechanism")
+_LEASH_OPTIONS = ("tree", "grace", "death_signal", "kill_on_drop", "mechanism", "keep_leftovers")
 
 
 async def _create_windows(
