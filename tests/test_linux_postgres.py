@@ -14,7 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import Parent, descendants, kill_snapshot, new_marker, wait_snapshot_gone
+from support import (
+    Parent,
+    descendants,
+    kill_snapshot,
+    new_marker,
+    wait_snapshot_gone,
+    wait_until_gone,
+)
 
 import leashed
 
@@ -171,3 +178,48 @@ def test_graceful_death_is_a_clean_fast_shutdown(cluster: Cluster) -> None:
     assert "database system was shut down at" in restart
     assert "not properly shut down" not in restart
     assert "automatic recovery" not in restart
+
+
+PG_CTL_PARENT = """
+import json, sys, time, leashed
+argv, log, options = json.loads(sys.argv[1])
+proc = leashed.Popen(argv, user="postgres", stdout=open(log, "a"), stderr=open(log, "a"),
+                     cwd="/", **options)
+print(proc.wait(), flush=True)
+time.sleep(600)
+"""
+
+
+def test_pg_ctl_start_keeps_the_server_until_the_parent_dies(cluster: Cluster) -> None:
+    """The start-script case: `pg_ctl start` daemonises the postmaster and exits. With
+    keep_leftovers the caller's wait() returns 0 and the server stays up; the parent's
+    death then shuts it down cleanly (death signal SIGINT: a fast shutdown)."""
+    import json
+
+    server_options = " ".join(cluster.server_argv()[3:])  # -k DIR -p PORT -c ... -c ...
+    argv = [
+        str(BIN / "pg_ctl"), "start", "-w", "-D", str(cluster.data), "-l", str(cluster.log),
+        "-o", server_options,
+    ]  # fmt: skip
+    options = {
+        "tree": True,
+        "keep_leftovers": True,
+        "death_signal": int(signal.SIGINT),
+        "grace": 30,
+    }
+    payload = json.dumps([argv, str(cluster.log), options])
+    with Parent(PG_CTL_PARENT.replace("sys.argv[1]", repr(payload)), new_marker()) as parent:
+        assert parent.read_line(timeout=60) == "0"  # pg_ctl's own status, once it is up
+        time.sleep(1.0)  # the ended-with-the-script behaviour shut it down within 65 ms
+        cluster.wait_ready(timeout=5)
+        assert cluster.psql("select 1") == "1"
+        postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
+        parent.kill()
+        deadline = time.monotonic() + 35
+        while Path(f"/proc/{postmaster}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not Path(f"/proc/{postmaster}").exists()
+        assert wait_until_gone(parent.marker, 5.0) == []
+    log = cluster.log.read_text()
+    assert "received fast shutdown request" in log
+    assert "database system is shut down" in log
