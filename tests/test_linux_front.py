@@ -131,15 +131,17 @@ def test_the_front_and_supervisor_keep_no_copy_of_the_callers_pipes(case_marker:
         assert out == b"hi\n" and proc.returncode == 0
         assert time.monotonic() - started < 5
         # the supervisor and the kept sleep (the subshell that started it may be exiting)
-        assert len(wait_for_named(case_marker, "sleep", 1)) == 1
+        (kept,) = wait_for_named(case_marker, "sleep", 1)
         deadline = time.monotonic() + 5
         while len(marked(case_marker)) != 2 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert len(marked(case_marker)) == 2, marked(case_marker)
+        proc.kill()  # the target has exited: this ends the kept leftovers, answered once done
+        assert not alive(kept)
+        assert wait_until_gone(case_marker, 5.0) == []  # the supervisor, exiting
     finally:
         proc.kill()
         proc.wait()
-    assert marked(case_marker) == []
 
 
 def test_drop_ends_kept_leftovers_with_the_death_signal(tmp_path: Path, case_marker: str) -> None:
@@ -224,3 +226,28 @@ def test_keep_leftovers_needs_tree() -> None:
     )  # fmt: skip
     assert run.returncode == 2
     assert "--keep-leftovers needs --tree" in run.stderr
+
+
+# ------------------------------------------------------------------ fds per child
+
+MANY = """
+    import os, resource, subprocess, leashed
+    resource.setrlimit(resource.RLIMIT_NOFILE, (48, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    procs = [leashed.Popen(["sleep", "300"], tree=True, stdin=subprocess.DEVNULL)
+             for _ in range(120)]
+    procs[0].send_signal(0)  # the control socket answers
+    print(len(procs), len(os.listdir("/proc/self/fd")), flush=True)
+    import time; time.sleep(300)
+"""
+
+
+def test_a_supervised_child_costs_the_parent_no_fd(case_marker: str) -> None:
+    """120 tree children under a soft limit of 48 fds: the parent connects to each
+    supervisor's control socket per request instead of holding one."""
+    with Parent(MANY, case_marker) as parent:
+        started, fds = parent.read_line(timeout=120).split()
+        assert int(started) == 120
+        assert int(fds) < 20
+        assert len(wait_for_count(case_marker, 1 + 3 * 120)) == 1 + 3 * 120
+        parent.kill()
+        assert wait_until_gone(case_marker, 10.0) == []

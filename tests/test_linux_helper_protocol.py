@@ -252,6 +252,24 @@ def ready_pid(path: Path) -> int:
         (["supervisor", "-r", "{r}", "-w", "{tid}", "--", "true"], ARM, "tid", 126),
         (["guardian", "-r", "{r}", "-w", "{tid}", "--", "true"], GUARDIAN, "tid", 126),
         (["supervisor", "-r", "{r}", "-t", "--", "leashed-no-such"], EXEC, errno.ENOENT, 127),
+        (["supervisor", "-r", "{r}", "-k", "--", "true"], USAGE, errno.EINVAL, 2),
+        (["supervisor", "-r", "{r}", "-t", "-k", "-P", "--", "true"], USAGE, errno.EINVAL, 2),
+        (["guardian", "-r", "{r}", "-k", "--", "true"], USAGE, errno.EINVAL, 2),
+        (["supervisor", "-r", "{r}", "-C", "name", "--", "true"], USAGE, errno.EINVAL, 2),
+        (["supervisor", "-r", "{r}", "-w", "1", "-C", "a/b", "--", "true"], USAGE, errno.EINVAL, 2),
+        (["supervisor", "-r", "{r}", "-w", "1", "-C", "", "--", "true"], USAGE, errno.EINVAL, 2),
+        (
+            ["supervisor", "-r", "{r}", "-w", "1", "-C", "x" * 65, "--", "true"],
+            USAGE,
+            errno.EINVAL,
+            2,
+        ),
+        (
+            ["supervisor", "-r", "{r}", "-w", "1", "-C", "n", "-c", "0", "--", "true"],
+            USAGE,
+            errno.EINVAL,
+            2,
+        ),
         (["guardian", "-r", "{r}", "--", "leashed-no-such"], EXEC, errno.ENOENT, 127),
     ],
 )
@@ -644,4 +662,65 @@ def test_a_parent_with_closed_stdio(tmp_path: Path, mode: str) -> None:
     finally:
         os.close(life_write)
         proc.kill()
+        proc.wait()
+
+
+# ------------------------------------------------------------------ named control socket (-C)
+
+
+def _connect(name: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.connect("\0" + name)
+    return sock
+
+
+def _ask(sock: socket.socket, op: int, value: int) -> bytes:
+    sock.sendall(struct.pack("=ii", op, value))
+    reply = b""
+    while len(reply) < 4 and (part := sock.recv(4 - len(reply))):
+        reply += part
+    return reply
+
+
+def test_a_named_control_socket_answers_only_the_watched_process() -> None:
+    """-C: the supervisor listens on an abstract name; it takes requests from the -w
+    process (here: this test) and drops any other process's connection unanswered."""
+    assert HELPER is not None
+    name = f"leashed-test-{os.getpid()}-{time.monotonic_ns()}"
+    proc = subprocess.Popen(
+        [HELPER, "supervisor", "-w", str(os.getpid()), "-C", name, "--", "sleep", "sleep", "300"]
+    )
+    try:
+        target = target_of(proc.pid)
+        deadline = time.monotonic() + 10
+        while True:  # bound once the supervisor has armed, before the target runs
+            try:
+                sock = _connect(name)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        with sock:
+            assert _ask(sock, SIGNAL_OP, 0) == struct.pack("=i", 0)
+        stranger = subprocess.run(
+            [sys.executable, "-c",
+             "import socket, struct, sys\n"
+             "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.settimeout(10)\n"
+             f"s.connect('\\0{name}')\n"
+             "try:\n"
+             "    s.sendall(struct.pack('=ii', 1, 9)); sys.stdout.write(repr(s.recv(4)))\n"
+             "except (BrokenPipeError, ConnectionResetError):\n"
+             "    sys.stdout.write(repr(b''))\n"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert stranger.stdout == "b''", stranger  # closed, never answered
+        assert alive(target) and proc.poll() is None  # the stranger's SIGKILL did nothing
+        with _connect(name) as sock:  # one request per connection, as leashed.Popen does
+            assert _ask(sock, SIGNAL_OP, signal.SIGKILL) == struct.pack("=i", 0)
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+        assert not alive(target)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
         proc.wait()

@@ -56,6 +56,7 @@ struct opts {
 	int report_fd;	  /* -r, -1 = none */
 	int life_fd;	  /* -l, -1 = none */
 	int ctl_fd;	  /* -c, -1 = none */
+	const char *ctl_name; /* -C: the control socket listens on this abstract name (Linux) */
 	pid_t watch;	  /* -w, 0 = none */
 	int watch_fd;	  /* Linux: a pidfd on -w, opened by the front before its -p check; -1 */
 	int tree;	  /* -t */
@@ -155,7 +156,8 @@ struct sup {
 	int target_reaped;  /* waited for: from now on its pid and pgid may be reused */
 	int target_status;
 	int asked_stop;	    /* a stop signal relayed from the control socket: not followed */
-	int life, ctl;	    /* lifeline, control socket; -1 = none */
+	int life, ctl;	    /* lifeline, control socket (-c, or accepted on -C); -1 = none */
+	int listener;	    /* -C: the listening control socket; -1 = none */
 	int front;	    /* the socket to the front; -1 once it is gone, or let go (-k) */
 	int parent_gone;    /* lifeline EOF, -w exit, the front's death, or RELEASE */
 	int kill_asked;	    /* control SIGKILL: end everything by SIGKILL now */
@@ -187,6 +189,8 @@ int sup_watch_target(struct sup *s);   /* see the target's exit without reaping;
 void sup_wait_events(struct sup *s, long timeout_ms); /* one wait; -1 = no timeout */
 void sup_signal_tree(struct sup *s, int sig);	       /* END_TREE */
 int sup_group_has_live_member(pid_t pgid);	       /* besides a zombie leader */
+int sup_listen(const char *name);		       /* -C: a listening socket, or -1 */
+void sup_accept(struct sup *s);			       /* -C: takes a connection of the -w pid */
 
 /* ------------------------------------------------------------------ guardian */
 

@@ -295,6 +295,48 @@ int sup_group_has_live_member(pid_t pgid)
 	return found;
 }
 
+/* ------------------------------------------------------------------ named control socket */
+
+/* -C: the control socket listens on an abstract name (no file, gone with us), so that the
+ * caller holds no fd per supervised child: it connects for each request. */
+int sup_listen(const char *name)
+{
+	struct sockaddr_un a;
+	size_t n = strlen(name); /* <= 64: checked by the option table */
+	int err, fd = lh_high_fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+
+	if (fd < 0)
+		return -1;
+	memset(&a, 0, sizeof a);
+	a.sun_family = AF_UNIX;
+	memcpy(a.sun_path + 1, name, n); /* sun_path[0] = 0: the abstract namespace */
+	if (bind(fd, (const struct sockaddr *)&a, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n)) == 0 &&
+	    listen(fd, 8) == 0)
+		return fd;
+	err = errno;
+	close(fd);
+	errno = err;
+	return -1;
+}
+
+/* Anyone may connect to an abstract name: only the -w process (the caller, alive, so its
+ * pid is its own) is listened to, one connection at a time. */
+void sup_accept(struct sup *s)
+{
+	struct ucred cred;
+	socklen_t len = sizeof cred;
+	int fd = lh_high_fd(accept4(s->listener, NULL, NULL, SOCK_CLOEXEC));
+
+	if (fd < 0)
+		return;
+	if (s->ctl >= 0 || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.pid != s->o->watch) {
+		close(fd);
+		return;
+	}
+	s->ctl = fd;
+	s->clen = 0;
+}
+
 /* ------------------------------------------------------------------ supervisor events */
 
 static int add_fd(struct pollfd *p, int *n, int fd)
@@ -334,9 +376,9 @@ static void read_signals(struct sup *s)
  * (-P), a control request. */
 void sup_wait_events(struct sup *s, long timeout_ms)
 {
-	struct pollfd p[6];
+	struct pollfd p[7];
 	struct timespec ts;
-	int n = 0, is, il, iw, ic, it, ifr;
+	int n = 0, is, il, iw, ic, it, ifr, ia;
 
 	is = add_fd(p, &n, s->sfd);
 	il = add_fd(p, &n, s->life);
@@ -344,6 +386,7 @@ void sup_wait_events(struct sup *s, long timeout_ms)
 	iw = add_fd(p, &n, s->wfd);
 	ic = add_fd(p, &n, s->ctl);
 	it = add_fd(p, &n, s->tfd);
+	ia = add_fd(p, &n, s->ctl < 0 ? s->listener : -1);
 	if (ppoll(p, (unsigned long)n, lh_timeout(&ts, timeout_ms), NULL) <= 0)
 		return;
 	if (ready(p, is))
@@ -359,6 +402,8 @@ void sup_wait_events(struct sup *s, long timeout_ms)
 	}
 	if (ready(p, ic))
 		sup_read_control(s);
+	if (ready(p, ia))
+		sup_accept(s);
 	if (ready(p, it)) {
 		close(s->tfd);
 		s->tfd = -1;
@@ -422,6 +467,8 @@ void sup_arm(struct sup *s)
 	s->sfd = s->wfd = s->tfd = -1;
 	arm_leash(s);
 	block_signals(s);
+	if (s->o->ctl_name && (s->listener = sup_listen(s->o->ctl_name)) < 0)
+		lh_fail(s->o, STAGE_SETUP, errno, "control socket", s->o->ctl_name);
 }
 
 /* The group strategy: a pidfd on the target tells its exit without reaping it. */

@@ -206,7 +206,7 @@ void sup_read_control(struct sup *s)
 
 	if (r < 0 && (errno == EINTR || errno == EAGAIN))
 		return;
-	if (r <= 0) { /* EOF: the Popen object is gone, not the parent */
+	if (r <= 0) { /* EOF: the Popen object is gone (-C: one request is done), not the parent */
 		close(s->ctl);
 		s->ctl = -1;
 		return;
@@ -340,6 +340,7 @@ static void init(struct sup *s, const struct opts *o, const struct front_link *l
 	s->front = link->sock;
 	s->life = o->life_fd;
 	s->ctl = o->ctl_fd;
+	s->listener = -1;
 	s->end = !o->tree ? END_TARGET : o->group && !LH_REAPER_KILL ? END_GROUP : END_TREE;
 }
 

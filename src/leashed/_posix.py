@@ -39,16 +39,29 @@ CONTROL_TIMEOUT_S = 10.0
 
 
 class ChildLeash:
-    """What a POSIX child's leash holds after the spawn: the supervisor's control socket,
-    and (for kill_on_drop) a pidfd naming the child itself."""
+    """What a POSIX child's leash holds after the spawn: the way to its supervisor's
+    control socket, and (for kill_on_drop) a pidfd naming the child itself.
+
+    On Linux the supervisor listens on an abstract socket name and accepts only this
+    process, which connects for each request: no fd is held per supervised child (10,000
+    of them fit under the usual limit of 1,024 fds). Elsewhere, and on kernels without
+    pidfd_open, a socketpair stays connected for the child's life.
+    """
 
     def __init__(self, plan: LeashPlan) -> None:
         self.plan = plan
         self.control: socket.socket | None = None
+        self.control_name: str | None = None
         self.pidfd: int | None = None
+
+    @property
+    def supervised(self) -> bool:
+        """Whether a supervisor answers for the child (until the leash is closed)."""
+        return self.control is not None or self.control_name is not None
 
     def close(self) -> None:
         """Release the control socket and the pidfd (the child is reaped or let go)."""
+        self.control_name = None
         if self.control is not None:
             self.control.close()
             self.control = None
@@ -126,12 +139,16 @@ def execute_child(popen: Any, call: dict[str, Any]) -> None:
             # lifeline's write end, and an application may close the lifeline.
             if has_pidfd():
                 watch_pid = os.getpid()
-        if plan.mechanism == "supervisor":
+        if plan.mechanism == "supervisor" and watch_pid is not None and sys.platform == "linux":
+            leash.control_name = _control_name()
+        elif plan.mechanism == "supervisor":
             leash.control, control = socketpair_above_stdio()
             for_child.append(control)
         options = _helper_options(
             helper, plan, report_write, parent_pid, lifeline, watch_pid, control, call
         )
+        if leash.control_name is not None:  # unique per spawn: not in the cached part
+            options = (*options[:-1], "-C", leash.control_name, options[-1])
         call["args"] = [*options, program, *argv]
         call["executable"] = helper
         call["shell"] = False
@@ -175,6 +192,11 @@ assert [f.name for f in dataclasses.fields(LeashPlan)] == [
     "kill_on_drop",
     "keep_leftovers",
 ]
+
+
+def _control_name() -> str:
+    """A fresh abstract socket name: random, so that nobody can take it first."""
+    return "leashed-" + os.urandom(8).hex()
 
 
 def _helper_options(
@@ -265,7 +287,7 @@ def send_signal(popen: Any, sig: int, stdlib_send: Callable[[int], None]) -> Non
     """As subprocess's send_signal; a supervisor relays it to the target (SIGKILL: the
     tree), answering as os.kill would (OSError(EINVAL) for a bad signal number)."""
     leash: ChildLeash = popen._leash
-    if leash.control is None:
+    if not leash.supervised:
         stdlib_send(sig)
         return
     popen.poll()
@@ -300,9 +322,21 @@ def _signal_number(sig: Any) -> int:
 
 def _ask_supervisor(leash: ChildLeash, op: ControlOp, value: int) -> int | None:
     """Send one control request; its answer (an errno), or None if there is none."""
-    control = leash.control
-    if control is None:
+    if leash.control is not None:
+        return _exchange(leash.control, op, value)
+    if leash.control_name is None:
         return None
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as control:
+            control.settimeout(CONTROL_TIMEOUT_S)
+            control.connect("\0" + leash.control_name)
+            return _exchange(control, op, value)
+    except OSError:  # gone (refused), or stuck (timeout)
+        return None
+
+
+def _exchange(control: socket.socket, op: ControlOp, value: int) -> int | None:
+    """One request on a connected control socket, and its answer."""
     try:
         control.settimeout(CONTROL_TIMEOUT_S)
         control.sendall(CONTROL_REQUEST.pack(op, value))
@@ -324,11 +358,11 @@ def drop(popen: Any) -> None:
     """End the child as if the parent had died (its death signal, its grace)."""
     leash: ChildLeash = popen._leash
     if popen.poll() is not None:
-        if leash.plan.keep_leftovers and leash.control is not None:
+        if leash.plan.keep_leftovers and leash.supervised:
             _ask_supervisor(leash, ControlOp.RELEASE, 0)  # the kept leftovers
             leash.close()
         return
-    if leash.control is not None:
+    if leash.supervised:
         _ask_supervisor(leash, ControlOp.RELEASE, 0)
         leash.close()
         return
