@@ -251,3 +251,144 @@ def test_a_supervised_child_costs_the_parent_no_fd(case_marker: str) -> None:
         assert len(wait_for_count(case_marker, 1 + 3 * 120)) == 1 + 3 * 120
         parent.kill()
         assert wait_until_gone(case_marker, 10.0) == []
+
+
+# ------------------------------------------------------------------ review findings
+
+ONCE = """
+    import os, signal, subprocess, sys, time, leashed
+    log = sys.argv[1]
+    code = f"trap 'echo usr1 >> {log}' USR1; echo up >> {log}; while :; do sleep 0.05; done"
+    for options in ({"start_new_session": True}, {"process_group": 0}):
+        open(log, "w").close()
+        proc = leashed.Popen(["sh", "-c", code], tree=True, **options)
+        while "up" not in open(log).read():
+            time.sleep(0.02)
+        os.killpg(os.getpgid(proc.pid), signal.SIGUSR1)  # the group the front leads
+        time.sleep(0.3)  # two signals, not one that coalesces with the next
+        os.kill(proc.pid, signal.SIGUSR1)  # and its pid
+        time.sleep(0.5)
+        print(open(log).read().count("usr1"), flush=True)
+        proc.kill()
+        proc.wait()
+"""
+
+
+def test_a_signal_to_the_group_the_front_leads_reaches_the_target_once(
+    tmp_path: Path, case_marker: str
+) -> None:
+    """Without a terminal (no job control) the target gets a group of its own and the
+    front passes on everything: killpg() of the front's group plus a kill() of its pid
+    are two signals, not three."""
+    log = tmp_path / "log"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(ONCE), str(log)],
+        stdout=subprocess.PIPE, text=True, start_new_session=True,  # no controlling terminal
+    )  # fmt: skip
+    try:
+        out, _ = parent.communicate(timeout=60)
+        assert out.split() == ["2", "2"]
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+    assert wait_until_gone(case_marker, 5.0) == []
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["tree", "keep-leftovers"])
+def test_a_front_following_a_stop_is_continued_when_the_target_is_killed(
+    keep: bool, case_marker: str
+) -> None:
+    """A leading front follows its target's stop; when someone else (the OOM killer)
+    kills the stopped target, the front is continued and exits: wait() returns."""
+    proc = leashed.Popen(["sleep", "300"], tree=True, keep_leftovers=keep, start_new_session=True)
+    try:
+        (target,) = wait_for_named(case_marker, "sleep", 1)
+        os.kill(target, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while _state(proc.pid) != "T" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _state(proc.pid) == "T"  # the front follows, as a shell's job would show
+        os.kill(target, signal.SIGCONT)  # continued directly: the front too
+        while _state(proc.pid) == "T" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _state(proc.pid) != "T"
+        os.kill(target, signal.SIGSTOP)
+        while _state(proc.pid) != "T" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(target, signal.SIGKILL)
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        proc.kill()
+        proc.wait()
+    assert wait_until_gone(case_marker, 5.0) == []
+
+
+def _state(pid: int) -> str:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2]
+
+
+FLOOD = r"""
+import socket, sys, time
+name = "\0" + sys.argv[1]
+end = time.monotonic() + 30
+while time.monotonic() < end:
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.connect(name)
+    except OSError:
+        pass
+"""
+
+
+def test_strangers_flooding_the_control_socket_cannot_downgrade_kill(
+    tmp_path: Path, case_marker: str
+) -> None:
+    """Another process connecting to the supervisor's control socket as fast as it can
+    (its name is visible in /proc/net/unix) is turned away; kill() still gets through and
+    returns only once the TERM-proof target is dead, not after its 5 s grace."""
+    code = "trap '' TERM; exec sleep 300"
+    proc = leashed.Popen(["sh", "-c", code], tree=True, grace=5.0)
+    flooders: list[subprocess.Popen[bytes]] = []
+    try:
+        (target,) = wait_for_named(case_marker, "sleep", 1)
+        name = proc._leash.control_name  # anyone can read it in /proc/net/unix
+        flooders = [subprocess.Popen([sys.executable, "-c", FLOOD, name]) for _ in range(2)]
+        time.sleep(1.0)
+        proc.kill()
+        assert not alive(target)
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        for flooder in flooders:
+            flooder.kill()
+            flooder.wait()
+        proc.kill()
+        proc.wait()
+
+
+PDEATH_ONLY = """
+import os, subprocess, sys, time
+helper = sys.argv[1]
+proc = subprocess.Popen([helper, "supervisor", "-t", "-p", str(os.getpid()), "--",
+                         "sh", "sh", "-c", "(setsid sleep 301 &); exec sleep 300"])
+print(proc.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_supervisor_with_neither_lifeline_nor_pidfd_still_sees_its_parent_die(
+    case_marker: str,
+) -> None:
+    """The helper run by hand with -p only: the front's parent-death signal ends it,
+    which the supervisor sees; the whole tree ends."""
+    from leashed import _helper
+
+    helper = _helper.helper_path()
+    assert helper is not None
+    with Parent(PDEATH_ONLY.replace("sys.argv[1]", repr(str(helper))), case_marker) as parent:
+        parent.read_line()
+        assert len(wait_for_count(case_marker, 5)) == 5  # parent, front, supervisor, 2 sleeps
+        parent.kill()
+        assert wait_until_gone(case_marker, 5.0) == []

@@ -255,20 +255,18 @@ def ready_pid(path: Path) -> int:
         (["supervisor", "-r", "{r}", "-k", "--", "true"], USAGE, errno.EINVAL, 2),
         (["supervisor", "-r", "{r}", "-t", "-k", "-P", "--", "true"], USAGE, errno.EINVAL, 2),
         (["guardian", "-r", "{r}", "-k", "--", "true"], USAGE, errno.EINVAL, 2),
-        (["supervisor", "-r", "{r}", "-C", "name", "--", "true"], USAGE, errno.EINVAL, 2),
-        (["supervisor", "-r", "{r}", "-w", "1", "-C", "a/b", "--", "true"], USAGE, errno.EINVAL, 2),
-        (["supervisor", "-r", "{r}", "-w", "1", "-C", "", "--", "true"], USAGE, errno.EINVAL, 2),
+        (["supervisor", "-r", "{r}", "-L", "0", "--", "true"], USAGE, errno.EINVAL, 2),
         (
-            ["supervisor", "-r", "{r}", "-w", "1", "-C", "x" * 65, "--", "true"],
+            ["supervisor", "-r", "{r}", "-w", "1", "-L", "0", "-c", "0", "--", "true"],
             USAGE,
             errno.EINVAL,
             2,
         ),
         (
-            ["supervisor", "-r", "{r}", "-w", "1", "-C", "n", "-c", "0", "--", "true"],
-            USAGE,
-            errno.EINVAL,
-            2,
+            ["supervisor", "-r", "{r}", "-w", "1", "-L", "{bad}", "--", "true"],
+            SETUP,
+            errno.EBADF,
+            126,
         ),
         (["guardian", "-r", "{r}", "--", "leashed-no-such"], EXEC, errno.ENOENT, 127),
     ],
@@ -683,25 +681,22 @@ def _ask(sock: socket.socket, op: int, value: int) -> bytes:
     return reply
 
 
-def test_a_named_control_socket_answers_only_the_watched_process() -> None:
-    """-C: the supervisor listens on an abstract name; it takes requests from the -w
-    process (here: this test) and drops any other process's connection unanswered."""
+def test_a_listening_control_socket_answers_only_the_watched_process() -> None:
+    """-L: the caller binds and listens (an abstract name, never in the helper's argv); the
+    supervisor takes requests from the -w process (here: this test) only, and closes any
+    other process's connection unanswered."""
     assert HELPER is not None
     name = f"leashed-test-{os.getpid()}-{time.monotonic_ns()}"
-    proc = subprocess.Popen(
-        [HELPER, "supervisor", "-w", str(os.getpid()), "-C", name, "--", "sleep", "sleep", "300"]
-    )
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind("\0" + name)
+    listener.listen(8)
+    cmd = [HELPER, "supervisor", "-w", str(os.getpid()), "-L", str(listener.fileno()), "--",
+           "sleep", "sleep", "300"]  # fmt: skip
+    proc = subprocess.Popen(cmd, pass_fds=(listener.fileno(),))
+    listener.close()
     try:
         target = target_of(proc.pid)
-        deadline = time.monotonic() + 10
-        while True:  # bound once the supervisor has armed, before the target runs
-            try:
-                sock = _connect(name)
-                break
-            except ConnectionRefusedError:
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
-        with sock:
+        with _connect(name) as sock:
             assert _ask(sock, SIGNAL_OP, 0) == struct.pack("=i", 0)
         stranger = subprocess.run(
             [sys.executable, "-c",

@@ -29,12 +29,25 @@ struct front {
 
 /* ------------------------------------------------------------------ groups */
 
+/* Whether we have a controlling terminal: only then is there job control to follow. */
+static int has_terminal(void)
+{
+	int fd = open("/dev/tty", O_RDONLY | O_NOCTTY | O_CLOEXEC, 0);
+
+	if (fd < 0)
+		return 0;
+	close(fd);
+	return 1;
+}
+
 /* Where the target goes, decided before the fork. In the caller's group it gets what the
  * caller's group gets (a terminal's Ctrl+C, kill -INT 0) exactly once; we leave that group
  * so as to get only what is sent to our pid, and pass all of it on. If we lead our group
- * (a shell's job, start_new_session), the target joins it and we pass on only what a
- * process sent. With the group strategy the target makes a group of its own, and we pass
- * everything on. Returns the group the target joins, 0 for its own. */
+ * with a terminal (a shell's job), the target joins it, as the terminal's signals and
+ * input must reach it, and we pass on only what a process sent. If we lead it without one
+ * (start_new_session), and with the group strategy, the target makes a group of its own
+ * (the supervisor relays to that group) and we pass everything on: a killpg() of our group
+ * then reaches it once. Returns the group the target joins, 0 for its own. */
 static pid_t place(struct front *f)
 {
 	pid_t caller = getpgid(0);
@@ -45,6 +58,8 @@ static pid_t place(struct front *f)
 		return 0;
 	if (!f->lead && setpgid(0, 0) == 0)
 		return caller;
+	if (f->lead && !has_terminal())
+		return 0;
 	f->forward_all = 0; /* we share the target's group */
 	return caller;
 }
@@ -57,6 +72,10 @@ static pid_t place(struct front *f)
  * seen as gone then). */
 static void check_parent(struct opts *o)
 {
+	/* Neither -w nor -l: the parent is watched by the kernel's parent-death signal (as in
+	 * direct mode); the front's death is a parent death to the supervisor. */
+	if (!o->watch && o->life_fd < 0 && lh_arm_pdeathsig(SIGKILL, NULL) < 0)
+		lh_fail(o, STAGE_ARM, errno, "arm the leash", NULL);
 	if (o->watch && (o->watch_fd = lh_open_watch(o->watch)) < 0 && errno) {
 		if (errno == ESRCH)
 			_exit(1); /* already gone: that is a parent death */
@@ -107,6 +126,8 @@ static void close_theirs(const struct opts *o, int mine)
 		close(o->life_fd);
 	if (o->ctl_fd >= 0)
 		close(o->ctl_fd);
+	if (o->listen_fd >= 0)
+		close(o->listen_fd);
 	if (o->report_fd >= 0)
 		close(o->report_fd);
 }

@@ -56,7 +56,7 @@ struct opts {
 	int report_fd;	  /* -r, -1 = none */
 	int life_fd;	  /* -l, -1 = none */
 	int ctl_fd;	  /* -c, -1 = none */
-	const char *ctl_name; /* -C: the control socket listens on this abstract name (Linux) */
+	int listen_fd;	  /* -L: a listening control socket (Linux), -1 = none */
 	pid_t watch;	  /* -w, 0 = none */
 	int watch_fd;	  /* Linux: a pidfd on -w, opened by the front before its -p check; -1 */
 	int tree;	  /* -t */
@@ -127,7 +127,7 @@ enum front_msg {
 /* What the supervisor gets from its front. */
 struct front_link {
 	int sock;  /* the supervisor's end: EOF when the front is gone */
-	pid_t join; /* the process group the target joins; 0 = its own (-P) */
+	pid_t join; /* the process group the target joins; 0 = its own (relays then go to it) */
 };
 
 /* Forks the supervisor into a process group of its own and becomes its front; returns only
@@ -150,15 +150,17 @@ struct sup {
 	const struct opts *o;
 	pid_t self, target;
 	pid_t pgid;	    /* the target's own process group (group strategy); 0 = ours */
-	pid_t join;	    /* the group the target joins (the front's, or the caller's); 0 = none */
+	pid_t join;	    /* the group the target joins (the front's, or the caller's); 0 = its own */
 	enum end_how end;
 	int target_alive;   /* has not exited */
 	int target_reaped;  /* waited for: from now on its pid and pgid may be reused */
 	int target_status;
 	int asked_stop;	    /* a stop signal relayed from the control socket: not followed */
-	int life, ctl;	    /* lifeline, control socket (-c, or accepted on -C); -1 = none */
-	int listener;	    /* -C: the listening control socket; -1 = none */
+	int life, ctl;	    /* lifeline, control socket (-c, or accepted on -L); -1 = none */
+	int listener;	    /* -L: the listening control socket; -1 = none */
 	int front;	    /* the socket to the front; -1 once it is gone, or let go (-k) */
+	pid_t front_pid;    /* our parent */
+	int front_stopped;  /* told STOPPED: it may be stopped, following the target */
 	int parent_gone;    /* lifeline EOF, -w exit, the front's death, or RELEASE */
 	int kill_asked;	    /* control SIGKILL: end everything by SIGKILL now */
 	int kill_reply;	    /* ... and answer once it is done, then die by SIGKILL */
@@ -170,6 +172,7 @@ struct sup {
 	int fwd_ignored;       /* kqueue: the forwarded signals are SIG_IGN here */
 #ifdef __linux__
 	int sfd, wfd, tfd; /* signalfd, -w pidfd, target pidfd (exit seen without reaping) */
+	int ffd;	   /* pidfd on the front */
 #else
 	int kq;
 #endif
@@ -189,8 +192,8 @@ int sup_watch_target(struct sup *s);   /* see the target's exit without reaping;
 void sup_wait_events(struct sup *s, long timeout_ms); /* one wait; -1 = no timeout */
 void sup_signal_tree(struct sup *s, int sig);	       /* END_TREE */
 int sup_group_has_live_member(pid_t pgid);	       /* besides a zombie leader */
-int sup_listen(const char *name);		       /* -C: a listening socket, or -1 */
-void sup_accept(struct sup *s);			       /* -C: takes a connection of the -w pid */
+void sup_accept(struct sup *s);			       /* -L (Linux): takes a connection of the -w pid */
+void sup_continue_front(struct sup *s);		       /* SIGCONT to the front, only if it is ours */
 
 /* ------------------------------------------------------------------ guardian */
 

@@ -188,6 +188,15 @@ static void no_sigpipe(int fd)
 #endif
 }
 
+/* No pidfd: the front is signalled while it is still our parent (an exited front is a
+ * zombie until its caller reaps it, so the window for a reused pid is that reap and a
+ * full turn of the pid space between two system calls). */
+void sup_continue_front(struct sup *s)
+{
+	if (getppid() == s->front_pid)
+		kill(s->front_pid, SIGCONT);
+}
+
 void sup_arm(struct sup *s)
 {
 	arm_leash(s);

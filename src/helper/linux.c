@@ -297,30 +297,10 @@ int sup_group_has_live_member(pid_t pgid)
 
 /* ------------------------------------------------------------------ named control socket */
 
-/* -C: the control socket listens on an abstract name (no file, gone with us), so that the
- * caller holds no fd per supervised child: it connects for each request. */
-int sup_listen(const char *name)
-{
-	struct sockaddr_un a;
-	size_t n = strlen(name); /* <= 64: checked by the option table */
-	int err, fd = lh_high_fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-
-	if (fd < 0)
-		return -1;
-	memset(&a, 0, sizeof a);
-	a.sun_family = AF_UNIX;
-	memcpy(a.sun_path + 1, name, n); /* sun_path[0] = 0: the abstract namespace */
-	if (bind(fd, (const struct sockaddr *)&a, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n)) == 0 &&
-	    listen(fd, 8) == 0)
-		return fd;
-	err = errno;
-	close(fd);
-	errno = err;
-	return -1;
-}
-
-/* Anyone may connect to an abstract name: only the -w process (the caller, alive, so its
- * pid is its own) is listened to, one connection at a time. */
+/* -L: the caller made and bound the listening socket (an abstract name: no file), so that
+ * it holds no fd per supervised child and connects for each request. Anyone may connect to
+ * an abstract name: only the -w process (the caller, alive, so its pid is its own) is
+ * listened to, one connection at a time; a stranger is closed unanswered. */
 void sup_accept(struct sup *s)
 {
 	struct ucred cred;
@@ -462,13 +442,26 @@ static void block_signals(struct sup *s)
 		lh_fail(s->o, STAGE_SETUP, errno, "signalfd", NULL);
 }
 
+/* The pidfd on the front names it even after it exited and was reaped. */
+void sup_continue_front(struct sup *s)
+{
+	if (s->ffd >= 0)
+		lh_pidfd_send_signal(s->ffd, SIGCONT);
+}
+
 void sup_arm(struct sup *s)
 {
 	s->sfd = s->wfd = s->tfd = -1;
+	s->ffd = lh_high_fd(lh_pidfd_open(s->front_pid));
+	if (s->ffd >= 0 && getppid() != s->front_pid) { /* gone already: not ours to signal */
+		close(s->ffd);
+		s->ffd = -1;
+	}
 	arm_leash(s);
 	block_signals(s);
-	if (s->o->ctl_name && (s->listener = sup_listen(s->o->ctl_name)) < 0)
-		lh_fail(s->o, STAGE_SETUP, errno, "control socket", s->o->ctl_name);
+	s->listener = s->o->listen_fd;
+	if (s->listener >= 0 && fcntl(s->listener, F_SETFL, O_NONBLOCK) < 0)
+		lh_fail(s->o, STAGE_SETUP, errno, "-L", NULL);
 }
 
 /* The group strategy: a pidfd on the target tells its exit without reaping it. */

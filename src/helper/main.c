@@ -394,9 +394,7 @@ void lh_change_credentials(const struct opts *o)
 
 /* ------------------------------------------------------------------ command line */
 
-enum kind { FLAG, NUMBER, LIST, NAME };
-
-#define NAME_MAX_ 64 /* -C: the control socket's name, [A-Za-z0-9._-] */
+enum kind { FLAG, NUMBER, LIST };
 
 #define ALL_MODES (MODE_DIRECT | MODE_SUPERVISOR | MODE_GUARDIAN)
 #define WATCHERS (MODE_SUPERVISOR | MODE_GUARDIAN)
@@ -419,7 +417,7 @@ static const struct option_spec {
 	{ 'l', WATCHERS, NUMBER, 0, INT_MAX_ },		    /* lifeline fd */
 	{ 'w', WATCHERS, NUMBER, 1, INT_MAX_ },		    /* watched pid */
 	{ 'c', MODE_SUPERVISOR, NUMBER, 0, INT_MAX_ },	    /* control socket fd */
-	{ 'C', MODE_SUPERVISOR, NAME, 1, NAME_MAX_ },	    /* control socket name (Linux) */
+	{ 'L', MODE_SUPERVISOR, NUMBER, 0, INT_MAX_ },	    /* listening control socket fd (Linux) */
 	{ 't', MODE_SUPERVISOR, FLAG, 0, 0 },		    /* whole tree */
 	{ 'k', MODE_SUPERVISOR, FLAG, 0, 0 },		    /* keep leftovers (with -t) */
 	{ 'P', MODE_SUPERVISOR, FLAG, 0, 0 },		    /* process-group strategy */
@@ -478,21 +476,6 @@ static void parse_list(struct opts *o, const struct option_spec *spec, const cha
 	}
 }
 
-static int name_char(char c) { return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '.' || c == '_' || c == '-'; }
-
-/* -C NAME: min..max characters of [A-Za-z0-9._-]. */
-static void parse_name(struct opts *o, const struct option_spec *spec, const char *opt, const char *name)
-{
-	size_t n = strlen(name), i;
-
-	if (n < spec->min || n > spec->max)
-		usage(o, "bad value for", opt);
-	for (i = 0; i < n; i++)
-		if (!name_char(name[i]))
-			usage(o, "bad value for", opt);
-	o->ctl_name = name;
-}
-
 static void store(struct opts *o, char letter, unsigned long long v)
 {
 	switch (letter) {
@@ -501,6 +484,7 @@ static void store(struct opts *o, char letter, unsigned long long v)
 	case 'g': o->grace_ms = (long)v; break;
 	case 'l': o->life_fd = (int)v; break;
 	case 'c': o->ctl_fd = (int)v; break;
+	case 'L': o->listen_fd = (int)v; break;
 	case 'w': o->watch = (pid_t)v; break;
 	case 't': o->tree = 1; break;
 	case 'k': o->keep = 1; break;
@@ -531,8 +515,6 @@ static int parse_option(int argc, char **argv, int i, struct opts *o)
 		usage(o, "missing value for", argv[i]);
 	if (spec->kind == LIST)
 		parse_list(o, spec, argv[i], argv[i + 1]);
-	else if (spec->kind == NAME)
-		parse_name(o, spec, argv[i], argv[i + 1]);
 	else if (lh_parse_num(argv[i + 1], spec->min, spec->max, &v) == 0)
 		store(o, spec->letter, v);
 	else
@@ -572,13 +554,13 @@ static void parse_args(int argc, char **argv, struct opts *o)
 #endif
 	if (o->keep && !o->tree)
 		usage(o, "-k needs", "-t");
-	if (o->ctl_name && o->ctl_fd >= 0)
-		usage(o, "-C excludes", "-c");
-	if (o->ctl_name && !o->watch) /* only the -w process may connect */
-		usage(o, "-C needs", "-w");
+	if (o->listen_fd >= 0 && o->ctl_fd >= 0)
+		usage(o, "-L excludes", "-c");
+	if (o->listen_fd >= 0 && !o->watch) /* only the -w process is answered */
+		usage(o, "-L needs", "-w");
 #ifndef __linux__
-	if (o->ctl_name) /* an abstract socket name: Linux only */
-		usage(o, "option not valid on this system:", "-C");
+	if (o->listen_fd >= 0) /* the peer's pid: SO_PEERCRED */
+		usage(o, "option not valid on this system:", "-L");
 #endif
 #ifndef __FreeBSD__
 	if (o->keep && o->group) /* the leftovers are kept by a subreaper: Linux, FreeBSD */
@@ -591,7 +573,7 @@ static void init_opts(struct opts *o)
 	memset(o, 0, sizeof *o);
 	o->sig = SIGKILL;
 	o->grace_ms = -1;
-	o->report_fd = o->life_fd = o->ctl_fd = o->watch_fd = -1;
+	o->report_fd = o->life_fd = o->ctl_fd = o->listen_fd = o->watch_fd = -1;
 }
 
 /* A caller's fd we keep: it must never reach the target. */
@@ -633,6 +615,7 @@ int main(int argc, char **argv)
 	parse_args(argc, argv, &o);
 	own_fd(&o, o.life_fd, "-l");
 	own_fd(&o, o.ctl_fd, "-c");
+	own_fd(&o, o.listen_fd, "-L");
 	if (o.mode == MODE_DIRECT)
 		run_direct(&o);
 	if (o.mode == MODE_SUPERVISOR)

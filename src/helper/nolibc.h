@@ -39,7 +39,6 @@ extern char **environ;
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
-#include <sys/un.h>
 #ifndef SYS_pidfd_send_signal
 #define SYS_pidfd_send_signal 424
 #endif
@@ -95,8 +94,8 @@ enum {
 	NR_clock_gettime = 228, NR_exit_group = 231, NR_openat = 257, NR_ppoll = 271,
 	NR_signalfd4 = 289, NR_dup3 = 292, NR_pipe2 = 293, NR_prlimit64 = 302,
 	NR_setreuid = 113, NR_setregid = 114, NR_setgroups = 116, NR_setpgid = 109, NR_waitid = 247,
-	NR_getpgid = 121, NR_rt_sigtimedwait = 128, NR_socketpair = 53, NR_socket = 41, NR_bind = 49,
-	NR_listen = 50, NR_accept4 = 288, NR_getsockopt = 55,
+	NR_getpgid = 121, NR_rt_sigtimedwait = 128, NR_socketpair = 53, NR_accept4 = 288,
+	NR_getsockopt = 55,
 };
 #elif defined(__aarch64__)
 enum {
@@ -106,8 +105,8 @@ enum {
 	NR_clock_gettime = 113, NR_exit_group = 94, NR_openat = 56, NR_ppoll = 73,
 	NR_signalfd4 = 74, NR_dup3 = 24, NR_pipe2 = 59, NR_prlimit64 = 261,
 	NR_setreuid = 145, NR_setregid = 143, NR_setgroups = 159, NR_setpgid = 154, NR_waitid = 95,
-	NR_getpgid = 155, NR_rt_sigtimedwait = 137, NR_socketpair = 199, NR_socket = 198, NR_bind = 200,
-	NR_listen = 201, NR_accept4 = 242, NR_getsockopt = 209,
+	NR_getpgid = 155, NR_rt_sigtimedwait = 137, NR_socketpair = 199, NR_accept4 = 242,
+	NR_getsockopt = 209,
 };
 #else
 #error "LEASHED_NOLIBC supports x86_64 and aarch64 only"
@@ -194,6 +193,7 @@ static inline long lh_ret(long r)
 #define O_RDONLY 0
 #define O_RDWR 2
 #define O_CLOEXEC 02000000
+#define O_NOCTTY 0400
 #define AT_FDCWD (-100)
 #define O_NONBLOCK 04000
 #define F_GETFD 1
@@ -205,7 +205,6 @@ static inline long lh_ret(long r)
 #define AF_UNIX 1
 #define SOCK_STREAM 1
 #define SOCK_CLOEXEC O_CLOEXEC
-#define SOCK_NONBLOCK O_NONBLOCK
 #define SOL_SOCKET 1
 #define SO_PEERCRED 17
 #define F_DUPFD_CLOEXEC 1030
@@ -247,8 +246,10 @@ static inline long lh_ret(long r)
 
 #define WNOHANG 1
 #define WSTOPPED 2
+#define WCONTINUED 8
 #define P_PID 1
 #define CLD_STOPPED 5
+#define CLD_CONTINUED 6
 #define WIFEXITED(s) (((s) & 0x7f) == 0)
 #define WEXITSTATUS(s) (((s) >> 8) & 0xff)
 #define WIFSIGNALED(s) (((s) & 0x7f) != 0 && ((s) & 0x7f) != 0x7f)
@@ -302,10 +303,6 @@ typedef unsigned int socklen_t;
 struct sockaddr {
 	unsigned short sa_family;
 	char sa_data[14];
-};
-struct sockaddr_un {
-	unsigned short sun_family;
-	char sun_path[108];
 };
 struct ucred {
 	pid_t pid;
@@ -397,15 +394,6 @@ static inline int socketpair(int domain, int type, int proto, int fds[2])
 {
 	return (int)lh_ret(lh_syscall4(NR_socketpair, domain, type, proto, fds));
 }
-static inline int socket(int domain, int type, int proto)
-{
-	return (int)lh_ret(lh_syscall3(NR_socket, domain, type, proto));
-}
-static inline int bind(int fd, const struct sockaddr *a, socklen_t len)
-{
-	return (int)lh_ret(lh_syscall3(NR_bind, fd, a, len));
-}
-static inline int listen(int fd, int backlog) { return (int)lh_ret(lh_syscall2(NR_listen, fd, backlog)); }
 static inline int accept4(int fd, struct sockaddr *a, socklen_t *len, int flags)
 {
 	return (int)lh_ret(lh_syscall4(NR_accept4, fd, a, len, flags));

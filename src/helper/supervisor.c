@@ -83,17 +83,27 @@ static int reap(struct sup *s)
 	}
 }
 
-/* The signal that stopped the target, once per stop; 0 if it is not stopped. Never
- * reaps: WEXITED is not asked for. */
-static int stopped_by(const struct sup *s)
+/* The target's stop (the signal, > 0) or continuation (-1), once each; 0 if neither.
+ * Never reaps: WEXITED is not asked for. */
+static int stop_change(const struct sup *s)
 {
 	siginfo_t si;
 
 	memset(&si, 0, sizeof si);
-	if (waitid(P_PID, s->target, &si, WSTOPPED | WNOHANG) < 0 || si.si_pid != s->target ||
-	    si.si_code != CLD_STOPPED)
+	if (waitid(P_PID, s->target, &si, WSTOPPED | WCONTINUED | WNOHANG) < 0 || si.si_pid != s->target)
 		return 0;
-	return si.si_status;
+	return si.si_code == CLD_STOPPED ? si.si_status : si.si_code == CLD_CONTINUED ? -1 : 0;
+}
+
+/* A front that followed the target's stop is continued when the target is (by anyone) or
+ * exits: else a job whose target was continued or killed directly would stay stopped,
+ * and its caller's wait() with it. */
+static void wake_front(struct sup *s)
+{
+	if (!s->front_stopped)
+		return;
+	s->front_stopped = 0;
+	sup_continue_front(s);
 }
 
 /* One message to the front (two native int32), while it is there to read it. */
@@ -117,10 +127,16 @@ void sup_child_event(struct sup *s, int target_exit)
 		reap(s);
 	else if (target_exit)
 		s->target_alive = 0; /* a zombie until the group is empty */
-	if (s->target_alive && (sig = stopped_by(s)) != 0) {
-		if (!s->asked_stop) /* the front follows it if it leads a job */
+	if (!s->target_alive) {
+		wake_front(s);
+	} else if ((sig = stop_change(s)) > 0) {
+		if (!s->asked_stop) { /* the front follows it if it leads a job */
 			tell_front(s, FRONT_STOPPED, sig);
+			s->front_stopped = s->front >= 0;
+		}
 		s->asked_stop = 0;
+	} else if (sig < 0) {
+		wake_front(s);
 	}
 }
 
@@ -285,7 +301,7 @@ _Noreturn static void start_target(const struct sup *s)
 		lh_fail(o, STAGE_ARM, errno, "arm the leash", NULL);
 	if (getppid() != s->self)
 		_exit(1); /* the supervisor is already gone */
-	if (o->group && setpgid(0, 0) < 0)
+	if (!s->join && setpgid(0, 0) < 0)
 		lh_fail(o, STAGE_ARM, errno, "arm the leash", NULL);
 	if (s->join && setpgid(0, s->join) < 0)
 		lh_fail(o, STAGE_ARM, errno, "arm the leash", NULL);
@@ -318,7 +334,7 @@ static void start(struct sup *s)
 		start_target(s);
 	s->target = pid;
 	s->target_alive = 1;
-	if (s->o->group) {
+	if (!s->join) {
 		setpgid(pid, pid); /* EACCES: it already exec'd (and had done it); ESRCH: it died */
 		s->pgid = pid;
 	}
@@ -337,6 +353,7 @@ static void init(struct sup *s, const struct opts *o, const struct front_link *l
 	s->o = o;
 	s->self = getpid();
 	s->join = link->join;
+	s->front_pid = getppid();
 	s->front = link->sock;
 	s->life = o->life_fd;
 	s->ctl = o->ctl_fd;
@@ -360,6 +377,7 @@ static void keep_leftovers(struct sup *s)
 
 _Noreturn static void finish(struct sup *s)
 {
+	wake_front(s);
 	if (s->kill_asked)
 		end_all(s, SIGKILL, 0);
 	else if (s->parent_gone || s->o->tree)

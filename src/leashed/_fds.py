@@ -61,3 +61,15 @@ def socketpair_above_stdio() -> tuple[socket.socket, int]:
         ours.close()
         peer.close()
         raise
+
+
+def listener_above_stdio(address: str) -> int:
+    """A close-on-exec AF_UNIX stream socket >= 3, bound to ``address`` and listening."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(address)
+        sock.listen(8)
+        return above_stdio(sock.detach())
+    except BaseException:
+        sock.close()
+        raise

@@ -15,12 +15,14 @@ import errno
 import os
 import signal
 import socket
+import struct
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import _helper, _lifeline, _seam, _spawner
-from ._fds import pipe_above_stdio, socketpair_above_stdio
+from ._fds import listener_above_stdio, pipe_above_stdio, socketpair_above_stdio
 from ._linux import fallback_preexec_fn, has_pidfd
 from ._plan import SIGKILL, LeashPlan
 from ._protocol import (
@@ -139,16 +141,22 @@ def execute_child(popen: Any, call: dict[str, Any]) -> None:
             # lifeline's write end, and an application may close the lifeline.
             if has_pidfd():
                 watch_pid = os.getpid()
+        listener = None
         if plan.mechanism == "supervisor" and watch_pid is not None and sys.platform == "linux":
-            leash.control_name = _control_name()
+            # Bound here, before the helper exists, and never named in its argv (which any
+            # user can read): nobody can take the name first.
+            name = _control_name()
+            listener = listener_above_stdio("\0" + name)
+            for_child.append(listener)
+            leash.control_name = name
         elif plan.mechanism == "supervisor":
             leash.control, control = socketpair_above_stdio()
             for_child.append(control)
         options = _helper_options(
             helper, plan, report_write, parent_pid, lifeline, watch_pid, control, call
         )
-        if leash.control_name is not None:  # unique per spawn: not in the cached part
-            options = (*options[:-1], "-C", leash.control_name, options[-1])
+        if listener is not None:  # a new fd number each time: not in the cached part
+            options = (*options[:-1], "-L", str(listener), options[-1])
         call["args"] = [*options, program, *argv]
         call["executable"] = helper
         call["shell"] = False
@@ -192,6 +200,11 @@ assert [f.name for f in dataclasses.fields(LeashPlan)] == [
     "kill_on_drop",
     "keep_leftovers",
 ]
+
+
+#: struct ucred: pid, uid, gid; SO_PEERCRED is 17 on every Linux architecture.
+_UCRED = struct.Struct("=iII")
+SO_PEERCRED = getattr(socket, "SO_PEERCRED", 17)
 
 
 def _control_name() -> str:
@@ -326,13 +339,27 @@ def _ask_supervisor(leash: ChildLeash, op: ControlOp, value: int) -> int | None:
         return _exchange(leash.control, op, value)
     if leash.control_name is None:
         return None
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as control:
-            control.settimeout(CONTROL_TIMEOUT_S)
-            control.connect("\0" + leash.control_name)
-            return _exchange(control, op, value)
-    except OSError:  # gone (refused), or stuck (timeout)
-        return None
+    deadline = time.monotonic() + CONTROL_TIMEOUT_S
+    while True:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as control:
+                control.settimeout(CONTROL_TIMEOUT_S)
+                control.connect("\0" + leash.control_name)
+                if _peer_uid(control) != os.geteuid():
+                    return None  # the supervisor is gone and someone else took its name
+                return _exchange(control, op, value)
+        except BlockingIOError:  # a full backlog (strangers connecting): try again
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.001)
+        except OSError:  # gone (refused), or stuck (timeout)
+            return None
+
+
+def _peer_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end of a connected AF_UNIX socket (Linux)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, SO_PEERCRED, _UCRED.size)
+    return int(_UCRED.unpack(creds)[1])
 
 
 def _exchange(control: socket.socket, op: ControlOp, value: int) -> int | None:
