@@ -5,6 +5,11 @@ touched bytearray, warms every way up, then times ``spawn; wait`` of ``/bin/true
 ``python -c pass`` round-robin over the ways (the order rotates every round, so drift and
 noise hit every way alike) and reports the median and p90 with ratios to plain Popen.
 
+The ways that force ``fork()`` (the ``preexec_fn`` idiom, processkit) run in rounds of
+their own, after the others: a ``fork()`` of a big parent leaves its pages copy-on-write,
+and whichever way ran next would pay the parent's page faults. Plain Popen and leashed
+stay interleaved round by round.
+
 Ways:
   plain            subprocess.Popen(argv).wait()
   preexec_prctl    subprocess.Popen(argv, preexec_fn=prctl(PR_SET_PDEATHSIG)) - forces fork()
@@ -31,6 +36,8 @@ from typing import Any
 import _common
 
 WAYS = ("plain", "preexec_prctl", "leashed_direct", "leashed_tree", "processkit")
+#: Ways whose spawn is a fork() of the whole parent: timed in rounds of their own.
+FORKING_WAYS = ("preexec_prctl", "processkit")
 LABELS = {
     "plain": "subprocess.Popen",
     "preexec_prctl": "Popen(preexec_fn=prctl)",
@@ -78,27 +85,31 @@ def worker(rss: int, n: int, warmup: int, commands: list[str]) -> dict[str, Any]
     skipped: dict[str, str] = {}
     ways = _make_ways(skipped)
     ballast = _common.grow_rss(rss)
-    for name, spawn in ways.items():
-        for cmd in commands:
-            for _ in range(warmup):
-                if spawn(COMMANDS[cmd]) != 0:
-                    raise RuntimeError(f"{name} {cmd}: non-zero exit")
     names = list(ways)
     samples: dict[str, dict[str, list[float]]] = {w: {c: [] for c in commands} for w in names}
     rss_seen = _common.current_rss()
     gc.collect()
     gc.disable()
     clock = time.perf_counter
-    for i in range(n):
-        shift = i % len(names)
-        for name in names[shift:] + names[:shift]:
-            spawn = ways[name]
+    vforking = [w for w in names if w not in FORKING_WAYS]
+    forking = [w for w in names if w in FORKING_WAYS]
+    for group in (vforking, forking):
+        for name in group:  # each group warmed up right before its rounds
             for cmd in commands:
-                argv = COMMANDS[cmd]
-                start = clock()
-                spawn(argv)
-                samples[name][cmd].append((clock() - start) * 1000.0)
+                for _ in range(warmup):
+                    if ways[name](COMMANDS[cmd]) != 0:
+                        raise RuntimeError(f"{name} {cmd}: non-zero exit")
         gc.collect()
+        for i in range(n if group else 0):
+            shift = i % len(group)
+            for name in group[shift:] + group[:shift]:
+                spawn = ways[name]
+                for cmd in commands:
+                    argv = COMMANDS[cmd]
+                    start = clock()
+                    spawn(argv)
+                    samples[name][cmd].append((clock() - start) * 1000.0)
+            gc.collect()
     gc.enable()
     del ballast
     return {

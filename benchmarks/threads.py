@@ -17,6 +17,9 @@ Ways:
   floor   subprocess.Popen([helper, "direct", ..., "--", *argv]).wait(): the bare helper
           with nothing of leashed's Python around it, the floor of the direct mode (not a
           leash from a worker thread: only a cost reference; ``--ways`` to add it)
+  handoff subprocess.Popen(argv).wait() with only its fork_exec moved to leashed's
+          spawner threads, no helper: the cost of the hand-off alone (a cost reference
+          too; the direct mode from a worker thread pays both it and the floor's)
 
 Also recorded per round: CPU time per spawn (this process and its reaped descendants,
 user + system), the figure that bounds throughput once the cores are saturated.
@@ -43,13 +46,14 @@ from typing import Any
 
 import _common
 
-WAYS = ("plain", "direct", "tree", "floor")
+WAYS = ("plain", "direct", "tree", "floor", "handoff")
 DEFAULT_WAYS = ("plain", "direct", "tree")
 LABELS = {
     "plain": "subprocess.Popen",
     "direct": "leashed.Popen",
     "tree": "leashed.Popen(tree=True)",
     "floor": "bare helper (floor)",
+    "handoff": "hand-off only",
 }
 ARGV = ["/bin/true"]
 DEFAULT_JSON = _common.RESULTS_DIR / "threads.json"
@@ -57,15 +61,26 @@ DEFAULT_JSON = _common.RESULTS_DIR / "threads.json"
 
 def _make_ways() -> dict[str, Callable[[], int]]:
     leashed = _common.import_leashed()
-    from leashed import _helper
+    from leashed import _helper, _seam, _spawner
 
     helper = _helper.helper_path()
     bare = [helper, "direct", "-p", str(os.getpid()), "--", ARGV[0], *ARGV]
+
+    class HandedOff(subprocess.Popen[bytes]):
+        """subprocess.Popen whose fork_exec runs on leashed's spawner threads."""
+
+        def _execute_child(self, *args: Any, **kwargs: Any) -> None:
+            spawn = _seam.spawn_unaudited
+            assert spawn is not None
+            wrap = _spawner.forking_on_long_lived_thread
+            spawn(self, wrap_fork_exec=wrap, **_seam.bind(args, kwargs))
+
     return {
         "plain": lambda: subprocess.Popen(ARGV).wait(),
         "direct": lambda: int(leashed.Popen(ARGV).wait()),
         "tree": lambda: int(leashed.Popen(ARGV, tree=True).wait()),
         "floor": lambda: subprocess.Popen(bare).wait(),
+        "handoff": lambda: HandedOff(ARGV).wait(),
     }
 
 
@@ -241,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", default="1,4,16", help="thread counts; 'main' = no worker")
     parser.add_argument(
-        "--ways", default=",".join(DEFAULT_WAYS), help="plain,direct,tree (and floor)"
+        "--ways", default=",".join(DEFAULT_WAYS), help="plain,direct,tree (and floor,handoff)"
     )
     parser.add_argument("--runs", type=int, default=12, help="rounds per cell (best is kept)")
     parser.add_argument("--round", type=float, default=0.3, help="seconds per round")

