@@ -26,6 +26,14 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Li
 TREE = "sleep 300 & (setsid sleep 301 &); (sh -c 'sleep 302 &' &); exec sleep 303"
 
 
+def _wait_for_text(path: Path, text: str) -> None:
+    """Until ``path`` holds exactly ``text`` (a trap installed, a line written), 10 s at most."""
+    deadline = time.monotonic() + 10
+    while not (path.exists() and path.read_text() == text) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert path.read_text() == text
+
+
 def _tree_started(marker: str, extra: int) -> None:
     """Front, supervisor, and the four sleeps of TREE (plus ``extra``) carry the marker."""
     assert len(wait_for_count(marker, 6 + extra)) >= 6 + extra, marked(marker)
@@ -52,9 +60,7 @@ def test_sigkill_of_the_front_gives_the_target_its_grace(tmp_path: Path, case_ma
     code = f"trap 'echo term > {log}; exit 0' TERM; echo up > {log}; while :; do sleep 0.05; done"
     proc = leashed.Popen(["sh", "-c", code], tree=True, grace=5.0)
     try:
-        deadline = time.monotonic() + 10
-        while not (log.exists() and log.read_text() == "up\n") and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _wait_for_text(log, "up\n")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=5)
         assert wait_until_gone(case_marker, 5.0) == []
@@ -153,10 +159,7 @@ def test_drop_ends_kept_leftovers_with_the_death_signal(tmp_path: Path, case_mar
     )  # fmt: skip
     try:
         assert proc.wait(timeout=10) == 7
-        deadline = time.monotonic() + 10
-        while not (log.exists() and log.read_text() == "up\n") and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert log.read_text() == "up\n"
+        _wait_for_text(log, "up\n")
         proc.drop()
         assert wait_until_gone(case_marker, 5.0) == []
         assert log.read_text() == "term\n"

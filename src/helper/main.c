@@ -76,11 +76,10 @@ int lh_high_fd(int fd)
 	return high;
 }
 
-int lh_pipe(int fds[2])
+/* A new pair of fds of ours: close-on-exec, both >= 3; on failure neither is left open. */
+static int own_pair(int fds[2])
 {
 	int i;
-	if (pipe(fds) < 0)
-		return -1;
 	for (i = 0; i < 2; i++) {
 		if (fcntl(fds[i], F_SETFD, FD_CLOEXEC) < 0 || (fds[i] = lh_high_fd(fds[i])) < 0) {
 			int err = errno;
@@ -94,23 +93,9 @@ int lh_pipe(int fds[2])
 	return 0;
 }
 
-int lh_socketpair(int fds[2])
-{
-	int i;
-	if (socketpair(AF_UNIX, SOCK_STREAM, 0, fds) < 0)
-		return -1;
-	for (i = 0; i < 2; i++) {
-		if (fcntl(fds[i], F_SETFD, FD_CLOEXEC) < 0 || (fds[i] = lh_high_fd(fds[i])) < 0) {
-			int err = errno;
-			if (fds[i] >= 0)
-				close(fds[i]);
-			close(fds[1 - i]);
-			errno = err;
-			return -1;
-		}
-	}
-	return 0;
-}
+int lh_pipe(int fds[2]) { return pipe(fds) < 0 ? -1 : own_pair(fds); }
+
+int lh_socketpair(int fds[2]) { return socketpair(AF_UNIX, SOCK_STREAM, 0, fds) < 0 ? -1 : own_pair(fds); }
 
 /* Linux tells our own SIGPIPE by its sender; macOS: SO_NOSIGPIPE, set by the backend. */
 void lh_send_quiet(int fd, const void *buf, size_t n)
