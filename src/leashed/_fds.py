@@ -63,13 +63,21 @@ def socketpair_above_stdio() -> tuple[socket.socket, int]:
         raise
 
 
-def listener_above_stdio(address: str) -> int:
-    """A close-on-exec AF_UNIX stream socket >= 3, bound to ``address`` and listening."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(address)
-        sock.listen(8)
-        return above_stdio(sock.detach())
-    except BaseException:
-        sock.close()
-        raise
+if sys.platform != "win32":
+
+    def listener_above_stdio(address: str) -> int:
+        """A close-on-exec AF_UNIX stream socket >= 3, bound to ``address`` and listening."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(address)
+            sock.listen(8)
+            return above_stdio(sock.detach())
+        except BaseException:
+            sock.close()
+            raise
+
+else:
+
+    def listener_above_stdio(address: str) -> int:
+        """Windows leashes through job objects: no supervisor to listen for."""
+        raise OSError(f"no AF_UNIX control socket on Windows ({address!r})")
