@@ -9,6 +9,7 @@ through a pidfd, after the marker was re-checked on that very pidfd's process.
 from __future__ import annotations
 
 import ctypes
+import json
 import math
 import os
 import platform
@@ -282,6 +283,13 @@ def reap_orphans() -> list[tuple[int, int]]:
             break
         reaped.append((pid, status))
     return reaped
+
+
+def save_json(path: str, results: Any) -> None:
+    """Write a benchmark's results (indented JSON) and say where."""
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"\nsaved {path}")
 
 
 def raise_nofile_limit() -> None:

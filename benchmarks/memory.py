@@ -15,7 +15,6 @@ kernel stack) are not in it; the page tables are, separately, as VmPTE.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -141,9 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_results(results))
     print("(medians over the children; 'added' is the helper-side process: none in direct mode)")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": _common.machine(), "modes": results}, f, indent=1)
-        print(f"saved {args.json}")
+        _common.save_json(args.json, {"machine": _common.machine(), "modes": results})
     return 0
 
 

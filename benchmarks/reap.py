@@ -23,7 +23,6 @@ that then exit, one parent SIGKILL, time until all are gone (--big-reps per mode
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import select
 import signal
@@ -235,9 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         big = run_big(big_modes, args.big_children, args.big_threads, args.big_reps)
     print(format_results(single, big))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": _common.machine(), "single": single, "big": big}, f, indent=1)
-        print(f"\nsaved {args.json}")
+        _common.save_json(args.json, {"machine": _common.machine(), "single": single, "big": big})
     left = sum(r["left"] for r in single.values()) + sum(r["left"] for r in big.values())
     return 1 if left else 0
 

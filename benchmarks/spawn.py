@@ -207,9 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     rss_points = [_common.parse_size(s) for s in args.rss.split(",") if s]
     results = measure(rss_points, args.n, args.warmup, commands)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-        print(f"\nsaved {args.json}")
+        _common.save_json(args.json, results)
     return 0
 
 

@@ -287,9 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{x:.2f}" for x in results["threads"]["loadavg_at_end"])
     )
     if not args.no_json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-        print(f"\nsaved {args.json}")
+        _common.save_json(args.json, results)
     return 0
 
 

@@ -132,10 +132,9 @@ def test_the_front_and_supervisor_keep_no_copy_of_the_callers_pipes(case_marker:
         tree=True, keep_leftovers=True, stdout=subprocess.PIPE,
     )  # fmt: skip
     try:
-        started = time.monotonic()
+        # were a copy of the pipe kept above the target, this would wait for the sleep
         out, _ = proc.communicate(timeout=10)
         assert out == b"hi\n" and proc.returncode == 0
-        assert time.monotonic() - started < 5
         # the supervisor and the kept sleep (the subshell that started it may be exiting)
         (kept,) = wait_for_named(case_marker, "sleep", 1)
         deadline = time.monotonic() + 5

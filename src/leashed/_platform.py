@@ -40,11 +40,6 @@ def _windows_plan(request: LeashRequest) -> LeashPlan:
     if request.mechanism is not None:
         raise ValueError("mechanism cannot be chosen on Windows: it always uses a job object")
     _windows.check_leash_options(request.tree, request.grace_s, request.death_signal)
-    if request.keep_leftovers:
-        raise ValueError(
-            "keep_leftovers is not available on Windows: closing the job object ends "
-            "every process in it"
-        )
     return LeashPlan("job", 9, None, True, request.kill_on_drop)
 
 
@@ -53,11 +48,17 @@ def _windows_plan(request: LeashRequest) -> LeashPlan:
 HAS_SUBREAPER = IS_LINUX or sys.platform.startswith("freebsd")
 
 
-def _check_keep_leftovers(request: LeashRequest) -> None:
+def _request(**options: Any) -> LeashRequest:
+    """The validated leash options; keep_leftovers only where something can keep them."""
+    request = validate_request(**options)
     if request.keep_leftovers and not HAS_SUBREAPER:
-        raise ValueError(
-            f"keep_leftovers needs a subreaper (Linux, FreeBSD); {sys.platform} has none"
+        why = (
+            "closing the job object ends every process in it"
+            if IS_WINDOWS
+            else f"it needs a subreaper (Linux, FreeBSD), which {sys.platform} has not"
         )
+        raise ValueError(f"keep_leftovers is not available here: {why}")
+    return request
 
 
 #: The plans of spawns whose only leash option is ``tree``, by (this machine's default
@@ -102,10 +103,9 @@ def plan_for_popen(**options: Any) -> LeashPlan:
             request = validate_request(tree=tree)
             plan = _common_plans[key] = plan_from(request, _mechanism_for(request))
         return plan
-    request = validate_request(**options)
+    request = _request(**options)
     if IS_WINDOWS:
         return _windows_plan(request)
-    _check_keep_leftovers(request)
     plan = plan_from(request, _mechanism_for(request))
     if _helper.helper_path() is not None:
         return plan
@@ -146,8 +146,7 @@ def plan_for_wrap(**options: Any) -> LeashPlan:
             "leashed.wrap is not available on Windows: the kill-on-close job object needs "
             "the child's process handle; use leashed.Popen or leashed.asyncio"
         )
-    request = validate_request(**options)
-    _check_keep_leftovers(request)
+    request = _request(**options)
     plan = plan_from(request, _mechanism_for(request))
     if _helper.helper_path() is None:
         raise _helper.missing_error("leashed.wrap")
@@ -167,14 +166,13 @@ def plan_for_cli(
     """The plan of ``leashed run``: the guardian on its parent (or on --pid), the
     supervisor for --tree/--grace; each watches the parent *process*."""
     mechanism = "guardian" if pid is not None and not tree and grace is None else None
-    request = validate_request(
+    request = _request(
         tree=tree,
         grace=grace,
         death_signal=death_signal,
         mechanism=mechanism,
         keep_leftovers=keep_leftovers,
     )
-    _check_keep_leftovers(request)
     plan = _process_scoped(request, plan_from(request, _mechanism_for(request)))
     if _helper.helper_path() is None:
         raise _helper.missing_error("leashed run")
