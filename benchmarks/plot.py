@@ -140,7 +140,7 @@ def write_markdown(
             "## Time from the parent's SIGKILL until every leashed process is gone",
             "",
             "One `sleep 300` child per trial; pidfds opened on every leashed process (target, "
-            "supervisor, guardian) before the kill; time until the last one exited.",
+            "front and supervisor, guardian) before the kill; time until the last one exited.",
             "",
             "| mode | trials | p50 ms | p99 ms | max ms | left behind |",
             "|---|---|---|---|---|---|",
@@ -169,8 +169,9 @@ def write_markdown(
             "",
             "## Memory added per leashed child",
             "",
-            "Private = Private_Clean + Private_Dirty of the helper-side process "
-            "(/proc/PID/smaps_rollup), medians; PTE = its page tables (VmPTE).",
+            "Private = Private_Clean + Private_Dirty of the helper-side processes "
+            "(/proc/PID/smaps_rollup: front and supervisor, or guardian), medians; PTE = their "
+            "page tables (VmPTE).",
             "",
             "| mode | processes per child | added private KiB | added Pss KiB | added PTE KiB "
             "| target's own private KiB |",

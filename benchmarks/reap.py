@@ -2,12 +2,12 @@
 
 Each trial starts a parent (``python -c``, importing leashed) that spawns leashed
 ``sleep 300`` children and says "ready". The benchmark finds every process with the
-trial's marker (targets, supervisors, guardians), opens a pidfd on each *before* the kill,
+trial's marker (targets, fronts, supervisors, guardians), opens a pidfd on each *before* the kill,
 SIGKILLs the parent and times until the last pidfd turns readable (the process exited).
 
 Modes:
   direct    leashed.Popen(argv)                       exec helper, PR_SET_PDEATHSIG
-  tree      leashed.Popen(argv, tree=True)             supervisor + target
+  tree      leashed.Popen(argv, tree=True)             front + supervisor + target
   grace     leashed.Popen(argv, tree=True, grace=5)    SIGTERM first; a plain sleep dies at
             once, so this times the supervisor's SIGTERM path, not the grace itself
   guardian  leashed.Popen(argv, mechanism="guardian")  detached guardian + target
