@@ -114,7 +114,7 @@ def test_check_functions(mode: str) -> None:
     both(scenario, mode)
 
 
-@pytest.mark.parametrize("mode", ["direct", "guardian"])  # in tree mode pid is the supervisor's
+@pytest.mark.parametrize("mode", ["direct", "guardian"])  # in tree mode pid is the front's
 def test_process_attributes(mode: str, tmp_path: Path) -> None:
     code = (
         "import os,sys; print(os.getcwd(), oct(os.umask(0)), os.environ.get('LEASHED_X'),"

@@ -44,7 +44,7 @@ MECHANISMS = {"default": "direct", "tree": "supervisor"}
 #: {test id: why}. Each entry needs a reason a user would accept; today there is none.
 _PID_IS_THE_SUPERVISORS = (
     "the test compares a byte the child derives from its own pid with p.pid; with "
-    "tree=True p.pid is the supervisor's, whose child the target is (README: API)"
+    "tree=True p.pid is the supervisor's front; the target is the supervisor's child (README: API)"
 )
 _MORE_FDS_PER_TREE_CHILD = (
     "the test leaves 10 free fds and spawns; a tree-mode spawn also needs the helper's "

@@ -110,12 +110,14 @@ def getppid_dies() -> bool:
     if WINE is None or sys.version_info < (3, 12):
         return False
     # No pipes: Wine's crash handler may start processes that inherit and keep them open.
-    probe = subprocess.run(
-        [sys.executable, "-c", "import os; os.getppid()"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout=120,
+    probe = _wine_retry(
+        lambda: subprocess.run(
+            [sys.executable, "-c", "import os; os.getppid()"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=120,
+        )
     )
     return probe.returncode != 0
 
