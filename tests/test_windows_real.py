@@ -50,8 +50,8 @@ CONTROL_WATCH_S = 1.0
 START_DEADLINE_S = 60.0
 #: How a failed start in Wine's own process start-up shows (NtCreateUserProcess returns
 #: STATUS_INTERNAL_ERROR when the new process dies before its initialisation is done).
-WINE_START_FAILURE = "[WinError 1359]"
 ERROR_INTERNAL_ERROR = 1359
+WINE_START_FAILURE = f"[WinError {ERROR_INTERNAL_ERROR}]"
 #: How often a scenario is started before such failures count as the test's.
 WINE_START_ATTEMPTS = 3
 
