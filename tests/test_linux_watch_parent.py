@@ -10,6 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from support import CASE_VAR, alive, kill_marked, new_marker, wait_until_gone
 
 import leashed
@@ -100,10 +101,12 @@ def test_stopped_watch_does_nothing() -> None:
         _cleanup(shell, marker)
 
 
-def test_watch_reports_parent_and_mechanism() -> None:
+def test_watch_reports_parent_and_method() -> None:
     watch = leashed.watch_parent(lambda: None)
     try:
         assert watch.parent_pid == os.getppid()
-        assert watch.mechanism == "pidfd"
+        assert watch.method == "pidfd"
+        with pytest.deprecated_call():
+            assert watch.mechanism == "pidfd"  # the old name, kept as a deprecated alias
     finally:
         watch.stop()

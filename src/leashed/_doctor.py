@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, _procfs
-from ._capabilities import capabilities
 from ._console import say
-from ._platform import IS_LINUX
+from ._platform import IS_LINUX, capabilities
 
 MARKER_VAR = "LEASHED_DOCTOR_MARKER"
 DOCTOR_GRACE_S = 0.5
@@ -126,15 +125,13 @@ def doctor(*, as_json: bool = False) -> int:
     """Run every available mode live; print a table (or JSON); 0 only if nothing survived."""
     caps = capabilities()
     if not IS_LINUX:
-        message = (
+        return _cannot_prove(
             "leashed doctor finds the processes it started through /proc, which this platform "
-            f"({sys.platform}) lacks; see leashed.capabilities() for what it guarantees"
+            f"({sys.platform}) lacks; see leashed.capabilities() for what it guarantees",
+            as_json=as_json,
         )
-        if as_json:
-            print(json.dumps({"ok": False, "platform": sys.platform, "error": message}))
-        else:
-            say(message)
-        return 1
+    if caps["helper"]["error"] is not None:
+        return _cannot_prove(caps["helper"]["error"], as_json=as_json)
     mechanisms: dict[str, dict[str, Any]] = caps["mechanisms"]
     results = []
     for name, mechanism in SCENARIOS.items():
@@ -159,6 +156,15 @@ def doctor(*, as_json: bool = False) -> int:
     else:
         print(_table(caps, results, ok))
     return 0 if ok else 1
+
+
+def _cannot_prove(message: str, *, as_json: bool) -> int:
+    """Say why no scenario can run here; exit status 1."""
+    if as_json:
+        print(json.dumps({"ok": False, "platform": sys.platform, "error": message}))
+    else:
+        say(message)
+    return 1
 
 
 def _scenario(mode: str) -> str:

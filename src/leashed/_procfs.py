@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
+from ._plan import SIGKILL
+
 T = TypeVar("T")
 
 
@@ -81,7 +83,7 @@ def pids_with_env(
     ]
 
 
-def kill_if_marked(pid: int, needle: bytes, sig: int = 9) -> bool:
+def kill_if_marked(pid: int, needle: bytes, sig: int = SIGKILL) -> bool:
     """Send ``sig`` to ``pid`` only if it still carries ``needle`` in its environment.
 
     With a pidfd the process is pinned before the marker is read, so the signal reaches
@@ -108,7 +110,7 @@ def kill_if_marked(pid: int, needle: bytes, sig: int = 9) -> bool:
             os.close(pidfd)
 
 
-def kill_marked(var: str, value: str, sig: int = 9, rounds: int = 20) -> list[int]:
+def kill_marked(var: str, value: str, sig: int = SIGKILL, rounds: int = 20) -> list[int]:
     """Send ``sig``, by pid, to every process still carrying ``var=value``."""
     killed: list[int] = []
     needle = f"{var}={value}".encode()
