@@ -159,7 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="subcommand", metavar="{run,doctor}")
     commands.required = True
+    _add_run(commands)
+    doctor = commands.add_parser(
+        "doctor",
+        help="prove the leash on this machine, live",
+        description="For every scenario this machine offers: start a sacrificial parent with "
+        "leashed children and grandchildren, SIGKILL it, and count the survivors (found by "
+        "a marker in their environment; leftovers are killed by pid). Exit status 0 only "
+        "if nothing survived in any available scenario.",
+    )
+    doctor.add_argument("--json", action="store_true", help="print a JSON object")
+    return parser
 
+
+def _add_run(commands: Any) -> None:
+    """The ``run`` subcommand and its options (dests named as LeashOptions' fields)."""
     run = commands.add_parser(
         "run",
         help="run COMMAND tied to this shell (or to --pid PID)",
@@ -200,17 +214,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="tie COMMAND to process PID instead of leashed's parent",
     )
     run.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-
-    doctor = commands.add_parser(
-        "doctor",
-        help="prove the leash on this machine, live",
-        description="For every mode this machine offers: start a sacrificial parent with "
-        "leashed children and grandchildren, SIGKILL it, and count the survivors (found by "
-        "a marker in their environment; leftovers are killed by pid). Exit status 0 only "
-        "if nothing survived in any available mode.",
-    )
-    doctor.add_argument("--json", action="store_true", help="print a JSON object")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
