@@ -79,6 +79,14 @@ class LeashPlan(LeashOptions):
     death_signal: int = SIGKILL
     grace_ms: int | None = None  # None: the death signal only, never SIGKILL after it
 
+    def __post_init__(self) -> None:
+        # Hashed once: a plan keys the helper's cached argv on every spawn.
+        values = tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+        object.__setattr__(self, "_hash", hash(values))
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[attr-defined, no-any-return]
+
     def with_mechanism(self, mechanism: Mechanism) -> LeashPlan:
         """The same plan through another mechanism (a fallback, or a safer choice)."""
         return replace(self, mechanism=mechanism)
