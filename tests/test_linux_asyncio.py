@@ -14,12 +14,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import CASE_VAR, Parent, alive, kill_marked, marked, new_marker, wait_until_gone
+from support import Parent, alive, marked, marked_env, new_marker, wait_until_gone
 
 import leashed
 import leashed.asyncio as la
@@ -59,17 +59,8 @@ def loop_kind(request: pytest.FixtureRequest) -> str:
     return kind
 
 
-@pytest.fixture
-def marker() -> Iterator[str]:
-    value = new_marker()
-    try:
-        yield value
-    finally:
-        kill_marked(CASE_VAR, value)
-
-
 def _env(marker: str) -> dict[str, str]:
-    return {**os.environ, CASE_VAR: marker}
+    return marked_env(marker)
 
 
 def _zombie_children(pids: set[int]) -> list[int]:
@@ -110,8 +101,8 @@ async def spawn():
     return procs
 
 def state(pid):
-    with open(f"/proc/{{pid}}/stat") as f:
-        return f.read().rpartition(")")[2].split()[0]
+    from leashed._procfs import read_stat
+    return read_stat(pid).state
 """
 
 AT_REST = """

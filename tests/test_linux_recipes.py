@@ -18,7 +18,6 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,10 +28,8 @@ from support import (
     SUITE_VAR,
     Parent,
     alive,
-    kill_marked,
     marked,
     named,
-    new_marker,
     wait_until_gone,
 )
 
@@ -80,14 +77,6 @@ def test_every_named_block_is_used() -> None:
 
 
 # -- parents, their output, the network --------------------------------------------------------
-
-
-@pytest.fixture
-def marker() -> Iterator[str]:
-    """A case marker for every process a test starts; what still carries it is killed by pid."""
-    value = new_marker()
-    yield value
-    kill_marked(CASE_VAR, value)
 
 
 def start_parent(

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import CASE_VAR, alive, kill_marked, new_marker, wait_until_gone
+from support import CASE_VAR, alive, kill_marked, marked_env, new_marker, wait_until_gone
 
 import leashed
 
@@ -37,7 +37,7 @@ WATCHER = textwrap.dedent(
 def _shell_parent(mode: str, *extra: str) -> tuple[subprocess.Popen[str], str]:
     """A shell (not Python) that starts the watcher and waits; returns it and the marker."""
     marker = new_marker()
-    env = {**os.environ, CASE_VAR: marker}
+    env = marked_env(marker)
     cmd = " ".join([sys.executable, "-c", repr(WATCHER).replace("\\n", "\n"), mode, *extra])
     shell = subprocess.Popen(
         ["sh", "-c", f"{cmd} & wait"],

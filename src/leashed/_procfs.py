@@ -27,6 +27,7 @@ class ProcStat:
     ppid: int
     pgid: int
     start_time: int  # clock ticks after boot: with the pid, names one process
+    cpu_ticks: int = 0  # user + system time, in clock ticks
 
     @property
     def exited(self) -> bool:
@@ -45,7 +46,8 @@ def read_stat(pid: int) -> ProcStat | None:
     fields = raw.rpartition(b")")[2].split()
     if len(fields) < 20:
         return None
-    return ProcStat(fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[19]))
+    cpu = int(fields[11]) + int(fields[12])  # utime + stime
+    return ProcStat(fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[19]), cpu)
 
 
 def is_running(pid: int) -> bool:
