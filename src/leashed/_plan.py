@@ -63,6 +63,8 @@ class LeashOptions:
 NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(LeashOptions))
 #: The options at their defaults.
 DEFAULTS = LeashOptions()
+#: The options that are flags (each must be a bool).
+_BOOLS = tuple(f.name for f in dataclasses.fields(LeashOptions) if f.type == "bool")
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,7 @@ def _check_bool(name: str, value: object) -> None:
 
 def _validated(options: LeashOptions) -> LeashOptions:
     """Check every leash option's type and value; TypeError/ValueError name the option."""
-    for name in ("tree", "keep_leftovers", "kill_on_drop"):
+    for name in _BOOLS:
         _check_bool(name, getattr(options, name))
     if options.keep_leftovers and not options.tree:
         raise ValueError(

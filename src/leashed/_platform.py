@@ -78,7 +78,7 @@ def _windows_plan(options: LeashOptions) -> LeashPlan:
 
 
 def _validated(**options: Any) -> LeashOptions:
-    """The validated leash options; keep_leftovers only where something can keep them."""
+    """The validated leash options; leftovers kept only where a subreaper can keep them."""
     checked = LeashOptions.validated(**options)
     if checked.keep_leftovers and not HAS_SUBREAPER:
         why = (
