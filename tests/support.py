@@ -122,6 +122,11 @@ class Parent:
             os.kill(self.proc.pid, sig)
         self.proc.wait()
 
+    def killed_survivors(self, timeout: float) -> list[int]:
+        """SIGKILL this parent; the processes of its marker still alive after ``timeout``."""
+        self.kill()
+        return wait_until_gone(self.marker, timeout)
+
     def finish(self) -> None:
         """End the parent and every straggler of its marker, by pid."""
         self.kill()

@@ -143,8 +143,7 @@ def test_parent_sigkilled_children_from_main_thread_loop(loop_kind: str, mechani
     try:
         pids = [int(p) for p in parent.read_line().split()]
         assert len(pids) == 3 and all(alive(p) for p in pids)
-        parent.kill()
-        assert wait_until_gone(parent.marker, 1.0) == []
+        assert parent.killed_survivors(1.0) == []
     finally:
         parent.finish()
 
@@ -160,8 +159,7 @@ def test_children_of_exited_loop_thread_live_then_die_with_parent(
         assert all(s in "SR" for s in states.values()), states
         time.sleep(0.2)
         assert all(alive(int(pid)) for pid in states)
-        parent.kill()
-        assert wait_until_gone(parent.marker, 1.0) == []
+        assert parent.killed_survivors(1.0) == []
     finally:
         parent.finish()
 

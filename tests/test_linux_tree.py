@@ -77,8 +77,7 @@ def test_whole_tree_dies_with_parent(
     try:
         parent.read_line()
         assert len(_wait_sleeps(parent.marker, TREE_SLEEPS)) == TREE_SLEEPS
-        parent.kill()
-        assert wait_until_gone(parent.marker, deadline) == []
+        assert parent.killed_survivors(deadline) == []
     finally:
         parent.finish()
 
