@@ -89,6 +89,8 @@ def test_an_unusable_helper_is_reported_clearly(tmp_path: Path, printed: str) ->
     assert helper["version"] is None
     assert "is not a usable leashed-helper" in helper["error"]
     assert repr((printed + "\n").encode()) in helper["error"]  # what it printed, said
+    mechanisms = json.loads(report.stdout)["mechanisms"]
+    assert not any(entry["available"] for entry in mechanisms.values())
     doctor = subprocess.run(
         [sys.executable, "-m", "leashed", "doctor"],
         env={**os.environ, "LEASHED_HELPER": str(fake)},

@@ -20,11 +20,14 @@ def posix_capabilities() -> dict[str, Any]:
     """The POSIX backend's report: the helper, and its mechanisms on this system."""
     path = _helper.helper_path()
     helper = _helper.helper_report(path)
-    usable = helper["error"] is None if path else False
     if IS_LINUX:
-        mechanisms = _linux_mechanisms(usable, has_pidfd())
+        mechanisms = _linux_mechanisms(bool(path), has_pidfd())
     else:
-        mechanisms = _kqueue_mechanisms(usable)
+        mechanisms = _kqueue_mechanisms(bool(path))
+    if helper["error"] is not None:  # there, but not leashed-helper: nothing works
+        for entry in mechanisms.values():
+            entry["available"] = False
+            entry["notes"].append(helper["error"])
     default = default_mechanism() if path or not IS_LINUX else "preexec_fn"
     return {
         "platform": sys.platform,
