@@ -135,16 +135,7 @@ def execute_child(popen: Any, call: dict[str, Any]) -> None:
     for_child = [report_write]  # the fds the helper inherits, ours to close after the spawn
     try:
         fds = _open_leash_fds(leash, for_child)
-        options = _helper_options(
-            helper,
-            plan,
-            report_write,
-            fds.parent_pid,
-            fds.lifeline,
-            fds.watch_pid,
-            fds.control,
-            call,
-        )
+        options = _helper_options(helper, plan, report_write, *fds.helper_values, call)
         if fds.listener is not None:  # a new fd number each time: not in the cached part
             options = (*options[:-1], "-L", str(fds.listener), options[-1])
         _call_helper(call, helper, options, program, argv, [*for_child, *fds.inherited_only])
