@@ -34,7 +34,7 @@ GRACE_MAX_S = 86400.0
 _HARMLESS = ("SIGCHLD", "SIGCONT", "SIGURG", "SIGWINCH", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LeashOptions:
     """Every leash option, the one definition of its name and default; ``validated``
     checks them. Each API (Popen, leashed.asyncio, wrap, the CLI) builds one from its
@@ -67,7 +67,7 @@ DEFAULTS = LeashOptions()
 _BOOLS = tuple(f.name for f in dataclasses.fields(LeashOptions) if f.type == "bool")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LeashPlan(LeashOptions):
     """What one spawn will do: the options resolved for this machine (the mechanism
     chosen, the death signal given its default) and the grace in milliseconds.
