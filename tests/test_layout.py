@@ -96,6 +96,18 @@ def test_no_function_over_60_lines() -> None:
     assert not too_long, f"functions over {MAX_FUNCTION_LINES} lines: {too_long}"
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="the POSIX backend imports on POSIX only")
+def test_both_backends_offer_the_same_names() -> None:
+    from leashed import _platform, _posix, _windows
+
+    for backend in (_posix, _windows):
+        missing = [name for name in _platform.BACKEND_NAMES if not hasattr(backend, name)]
+        assert not missing, f"{backend.__name__} lacks {missing}"
+    for waiter in ("_watch_pidfd", "_watch_kqueue", "_windows"):
+        module = __import__(f"leashed.{waiter}", fromlist=["open_parent_wait"])
+        assert callable(module.open_parent_wait)
+
+
 def test_execute_child_is_bound_by_name_on_this_cpython() -> None:
     stdlib = inspect.signature(subprocess.Popen._execute_child)  # type: ignore[attr-defined]
     names = tuple(stdlib.parameters)[1:]

@@ -17,9 +17,17 @@ from ._linux import has_pidfd
 from ._plan import DEFAULTS, NAMES, LeashOptions, LeashPlan, Mechanism, plan_from
 from ._system import HAS_SUBREAPER, IS_LINUX, IS_WINDOWS, default_mechanism
 
+#: What every backend offers (tests/test_layout.py checks both).
+BACKEND_NAMES = (
+    "ChildLeash",
+    "capabilities",
+    "collect_after_timeout",
+    "drop",
+    "execute_child",
+    "send_signal",
+)
 #: The module that spawns, signals and drops children on this platform, and reports
-#: what it guarantees; both offer ``ChildLeash``, ``execute_child``, ``send_signal``,
-#: ``drop`` and ``capabilities``. ``open_parent_wait`` is watch_parent's waiter: one
+#: what it guarantees (BACKEND_NAMES). ``open_parent_wait`` is watch_parent's waiter: one
 #: module per way of watching a parent (a pidfd, kqueue, a process handle).
 BACKEND: Any
 if sys.platform == "win32":
