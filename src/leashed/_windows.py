@@ -600,7 +600,7 @@ def windows_capabilities() -> dict[str, object]:
 def open_parent_wait(stop_fd: int) -> tuple[int, Callable[[], bool], str]:
     """For ``leashed.watch_parent``: a handle on this process's parent, and a waiter.
 
-    Returns ``(parent_pid, wait, mechanism)``. ``wait()`` blocks until the parent exits
+    Returns ``(parent_pid, wait, method)``. ``wait()`` blocks until the parent exits
     (True) or ``stop_fd`` -- the read end of an ``os.pipe()`` -- becomes readable or
     broken (False); it closes the parent's handle when it returns. Identity: the handle
     names the process itself, and a parent created after this process cannot be ours (its
