@@ -153,10 +153,8 @@ def execute_child(popen: Any, call: dict[str, Any]) -> None:
             leash.control, control = socketpair_above_stdio()
             for_child.append(control)
         options = _helper_options(
-            helper, plan, report_write, parent_pid, lifeline, watch_pid, control, call
+            helper, plan, report_write, parent_pid, lifeline, watch_pid, control, listener, call
         )
-        if listener is not None:  # a new fd number each time: not in the cached part
-            options = (*options[:-1], "-L", str(listener), options[-1])
         call["args"] = [*options, program, *argv]
         call["executable"] = helper
         call["shell"] = False
@@ -189,7 +187,7 @@ def execute_child(popen: Any, call: dict[str, Any]) -> None:
 #: The helper's argv up to its "--", by the values that make it: one spawn after another
 #: mostly repeats the same options (same plan, pid, fd numbers), so each is built once.
 #: Spawns that change credentials are built each time (their values are the caller's).
-_options_cache: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+_options_cache: dict[tuple[Any, ...], tuple[str, ...]] = {}
 _OPTIONS_CACHE_MAX = 64
 #: The cache key holds every field of the plan (a new field must join the key).
 assert [f.name for f in dataclasses.fields(LeashPlan)] == [
@@ -220,8 +218,9 @@ def _helper_options(
     lifeline: int | None,
     watch_pid: int | None,
     control: int | None,
+    listener: int | None,
     call: dict[str, Any],
-) -> tuple[Any, ...]:
+) -> tuple[str, ...]:
     """``helper MODE [OPTION VALUE]... --`` for this spawn (see HelperCommand.argv)."""
     uid, gid, gids = call["uid"], call["gid"], call["gids"]
     cacheable = uid is None and gid is None and gids is None
@@ -239,6 +238,7 @@ def _helper_options(
         lifeline,
         watch_pid,
         control,
+        listener,
     )
     options = _options_cache.get(key) if cacheable else None
     if options is None:
@@ -249,13 +249,12 @@ def _helper_options(
             lifeline_fd=lifeline,
             watch_pid=watch_pid,
             control_fd=control,
+            listen_fd=listener,
             uid=uid,
             gid=gid,
             extra_groups=gids,
         )
-        end = object()
-        full = command.argv(helper, end, [])
-        options = tuple(full[: full.index(end)])
+        options = tuple(command.options(helper))
         if cacheable:
             if len(_options_cache) >= _OPTIONS_CACHE_MAX:
                 _options_cache.clear()
@@ -367,7 +366,7 @@ def _exchange(control: socket.socket, op: ControlOp, value: int) -> int | None:
     try:
         control.settimeout(CONTROL_TIMEOUT_S)
         control.sendall(CONTROL_REQUEST.pack(op, value))
-        if op == ControlOp.RELEASE:
+        if op == ControlOp.DROP:
             return 0
         answer = b""
         while len(answer) < CONTROL_ANSWER.size:
@@ -386,11 +385,11 @@ def drop(popen: Any) -> None:
     leash: ChildLeash = popen._leash
     if popen.poll() is not None:
         if leash.plan.keep_leftovers and leash.supervised:
-            _ask_supervisor(leash, ControlOp.RELEASE, 0)  # the kept leftovers
+            _ask_supervisor(leash, ControlOp.DROP, 0)  # the kept leftovers
             leash.close()
         return
     if leash.supervised:
-        _ask_supervisor(leash, ControlOp.RELEASE, 0)
+        _ask_supervisor(leash, ControlOp.DROP, 0)
         leash.close()
         return
     try:
