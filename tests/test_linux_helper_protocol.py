@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 HELPER = _helper.helper_path()
 REPORT = struct.Struct("=ii")
 EXEC, ARM, FORK, GUARDIAN, CREDENTIALS, USAGE, SETUP = range(1, 8)
-SIGNAL_OP, RELEASE_OP = 1, 2
+SIGNAL_OP, DROP_OP = 1, 2
 IGNORE_TERM = ["sh", "sh", "-c", "trap '' TERM; exec sleep 300"]  # PROGRAM, then argv
 
 # A target that handles SIGTERM: writes "ready PID" to its file, then "term" on SIGTERM.
@@ -483,7 +483,7 @@ def test_release_ends_the_tree_without_an_answer(
     sup = Supervisor("-t", argv=["sh", "sh", "-c", "sleep 300 & wait"])
     supervisors.append(sup)
     assert wait_for(lambda: len(marked(marker)) == 4)  # front, supervisor, sh, sleep
-    sup.ours.sendall(struct.pack("=ii", RELEASE_OP, 0))
+    sup.ours.sendall(struct.pack("=ii", DROP_OP, 0))
     assert sup.proc.wait(timeout=5) == 1
     assert sup.ours.recv(4) == b""  # closed, never answered
     assert marked(marker) == []
