@@ -663,7 +663,7 @@ def test_a_parent_with_closed_stdio(tmp_path: Path, mode: str) -> None:
         proc.wait()
 
 
-# ------------------------------------------------------------------ named control socket (-C)
+# ------------------------------------------------------------------ named control socket (-L)
 
 
 def _connect(name: str) -> socket.socket:

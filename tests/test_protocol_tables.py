@@ -136,3 +136,13 @@ def test_message_sizes_agree() -> None:
     assert f"Otherwise {_protocol._REPORT.size} bytes," in text
     assert "A request is two native-endian int32" in text
     assert "reply (one native int32 errno)" in text
+
+
+def test_forwarded_signals_agree() -> None:
+    """The signals the front passes on: LH_FORWARDED in helper.h, listed in the docs."""
+    macro = re.search(r"#define\s+LH_FORWARDED\s*\\?\s*\{(.*?)\}", _c("helper.h"), re.S)
+    assert macro, "LH_FORWARDED not found in helper.h"
+    c = [name.strip().removeprefix("SIG") for name in macro.group(1).replace("\\", "").split(",")]
+    listed = re.search(r"every forwarded signal sent to its pid: ([A-Z0-9,\s]+)\.", DOC.read_text())
+    assert listed, "the docs' list of forwarded signals was not found"
+    assert [name.strip() for name in listed.group(1).split(",")] == c

@@ -200,7 +200,7 @@ struct sup {
 	int front;	    /* the socket to the front; -1 once it is gone, or let go (-k) */
 	pid_t front_pid;    /* our parent */
 	int front_stopped;  /* told STOPPED: it may be stopped, following the target */
-	int parent_gone;    /* lifeline EOF, -w exit, the front's death, or DROP */
+	int parent_gone;    /* lifeline EOF, -w exit, the front's death; a DROP counts as one */
 	int kill_asked;	    /* control SIGKILL: end everything by SIGKILL now */
 	int kill_reply;	    /* ... and answer once it is done, then die by SIGKILL */
 	int kill_late;	    /* a SIGKILL asked for after the target exited: ESRCH once done */

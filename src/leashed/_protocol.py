@@ -125,7 +125,7 @@ class HelperCommand:
             option = OPTIONS[name]
             if mode not in option.modes:
                 raise ValueError(f"helper mode {mode} takes no {option.flag} ({name})")
-            cmd += [option.flag] if value is True else [option.flag, str(value)]
+            cmd += [option.flag] if option.kind == "flag" else [option.flag, str(value)]
         return [*cmd, "--"]
 
     def argv(self, helper: str, program: Any, target_argv: Sequence[Any]) -> list[Any]:
