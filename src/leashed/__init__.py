@@ -3,7 +3,8 @@
 Drop-in for ``subprocess`` (``Popen``, ``run``, ``call``, ``check_call``,
 ``check_output``) and ``asyncio`` (``leashed.asyncio``), plus ``wrap`` for spawners you
 do not control, ``watch_parent`` for programs whose parent is not Python, and
-``capabilities`` for what this machine guarantees.
+``capabilities`` for what this machine guarantees; ``install`` leashes every child of
+the process, whatever API starts it.
 """
 
 from subprocess import (
@@ -17,6 +18,7 @@ from subprocess import (
 )
 
 from ._capabilities import capabilities
+from ._install import install, uninstall
 from ._popen import Popen, call, check_call, check_output, run
 from ._watch import ParentWatch, watch_parent
 from ._wrap import wrap
@@ -38,7 +40,9 @@ __all__ = [
     "capabilities",
     "check_call",
     "check_output",
+    "install",
     "run",
+    "uninstall",
     "watch_parent",
     "wrap",
 ]

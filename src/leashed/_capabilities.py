@@ -6,6 +6,7 @@ import sys
 from typing import Any
 
 from . import _helper, _windows
+from ._install import install_capabilities
 from ._linux import has_pidfd
 from ._platform import IS_LINUX, IS_WINDOWS, default_mechanism
 
@@ -24,6 +25,7 @@ def capabilities() -> dict[str, Any]:
             "helper": None,
             "default": "job",
             "mechanisms": {"job": job},
+            "install": install_capabilities(),
         }
     path = _helper.helper_path()
     version = _helper.helper_version() if path else None
@@ -42,6 +44,7 @@ def capabilities() -> dict[str, Any]:
         "helper": helper,
         "default": default,
         "mechanisms": mechanisms,
+        "install": install_capabilities(),
     }
 
 
