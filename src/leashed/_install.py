@@ -19,18 +19,22 @@ Nothing is patched at import time. ``uninstall()`` restores every attribute it r
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
-import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._plan import SIGKILL, LeashPlan, validate_request
+from . import _windows
+from ._plan import validate_request
 from ._platform import IS_WINDOWS
+
+#: The patch mechanism's module (POSIX only; Windows needs no patch).
+_install_posix: Any = None
+if sys.platform != "win32":
+    from . import _install_posix as _posix_patches
+
+    _install_posix = _posix_patches
 
 __all__ = ["InstallOptions", "install", "installed", "uninstall"]
 
@@ -64,8 +68,6 @@ def validated_options(
         tree=tree, grace=grace, death_signal=death_signal, keep_leftovers=keep_leftovers
     )
     if IS_WINDOWS:
-        from . import _windows
-
         _windows.check_leash_options(request.tree, request.grace_s, request.death_signal)
         if request.keep_leftovers:
             raise ValueError(
@@ -177,8 +179,6 @@ def _job_mechanism(options: InstallOptions) -> _Active | None:
     """
     if not IS_WINDOWS:
         return None
-    from . import _windows
-
     job = _windows.get_process_job().job_for_child()
     api = _windows.get_api()
     if not job.shared:
@@ -223,18 +223,18 @@ class _Patches:
 
 def _patch_mechanism(options: InstallOptions) -> _Active | None:
     """Every spawn point through leashed's per-child mechanisms (see the module's doc)."""
-    if IS_WINDOWS:
+    if _install_posix is None:
         return None
-    from . import _install_posix
-
-    spawn_plan, popen_plan = _install_posix.plans(options)
+    spawn_plan, popen_plan = _install_posix.plans(
+        options.tree, options.grace, options.death_signal, options.keep_leftovers
+    )
     patches = _Patches()
     try:
         _install_posix.apply(patches, popen_plan, spawn_plan)
     except BaseException:
         patches.restore()
         raise
-    _install_posix.arm_fork_hook(options)
+    _install_posix.arm_fork_hook()
 
     def undo() -> None:
         _install_posix.disarm_fork_hook()
@@ -248,7 +248,7 @@ def _patch_mechanism(options: InstallOptions) -> _Active | None:
 
 def install_capabilities() -> dict[str, Any]:
     """What install() covers on this machine, API by API, and what is active."""
-    if IS_WINDOWS:
+    if _install_posix is None:
         every = {
             "covered": True,
             "how": "this process is in a kill-on-close job: every descendant is in it",
@@ -256,12 +256,11 @@ def install_capabilities() -> dict[str, Any]:
         }
         apis = {name: dict(every) for name in _API_NAMES}
         return {"mechanism": "job", "active": active_mechanism(), "apis": apis, "env": INSTALL_ENV}
-    from . import _install_posix
-
+    options = installed() or InstallOptions()
     return {
         "mechanism": "patch",
         "active": active_mechanism(),
-        "apis": _install_posix.api_coverage(),
+        "apis": _install_posix.api_coverage(options.tree),
         "env": INSTALL_ENV,
     }
 
@@ -277,24 +276,3 @@ _API_NAMES: Sequence[str] = (
     "multiprocessing.forkserver",
     "concurrent.futures.ProcessPoolExecutor",
 )
-
-
-def _die(death_signal: int, grace_s: float | None) -> None:
-    """End this process as its leash says: the death signal, the grace, then SIGKILL."""
-    with contextlib.suppress(OSError):
-        os.kill(os.getpid(), death_signal)
-    if death_signal != SIGKILL:
-        time.sleep(grace_s or 0.0)
-        os.kill(os.getpid(), SIGKILL)
-
-
-def plan_death(plan: LeashPlan) -> tuple[int, float | None]:
-    """(death signal, grace in seconds) of a plan."""
-    grace = None if plan.grace_ms is None else plan.grace_ms / 1000
-    return plan.death_signal, grace
-
-
-def signal_default_for(signals: Sequence[int]) -> list[int]:
-    """The signals among ``signals`` that are not ignored here (system(3)'s child keeps
-    an ignored SIGINT/SIGQUIT ignored, and gets every other one at its default)."""
-    return [sig for sig in signals if signal.getsignal(sig) != signal.SIG_IGN]

@@ -15,21 +15,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 import signal
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import _helper, _install, _seam, _spawner
+from . import _helper, _seam, _spawner
 from ._linux import _prctl, arm_death_signal
-from ._plan import LeashPlan
+from ._plan import SIGKILL, LeashPlan
 from ._platform import BACKEND, IS_LINUX, plan_for_popen, plan_for_wrap
 from ._protocol import HelperCommand
+from ._watch import watch_parent
 
 assert sys.platform != "win32", "the Windows install() is a job object"  # for type checkers
 
@@ -39,16 +42,18 @@ _plans: tuple[LeashPlan, LeashPlan] | None = None
 _real: dict[str, Any] = {}
 
 
-def plans(options: _install.InstallOptions) -> tuple[LeashPlan, LeashPlan]:
-    """(plan for posix_spawn-like spawns, plan for subprocess) for ``options``.
+def plans(
+    tree: bool, grace: float | None, death_signal: int | None, keep_leftovers: bool
+) -> tuple[LeashPlan, LeashPlan]:
+    """(plan for posix_spawn-like spawns, plan for subprocess) for install()'s options.
 
     Raises RuntimeError when leashed-helper is missing: install() never downgrades.
     """
     leash = {
-        "tree": options.tree,
-        "grace": options.grace,
-        "death_signal": options.death_signal,
-        "keep_leftovers": options.keep_leftovers,
+        "tree": tree,
+        "grace": grace,
+        "death_signal": death_signal,
+        "keep_leftovers": keep_leftovers,
     }
     if _helper.helper_path() is None:
         raise _helper.missing_error("leashed.install()")
@@ -166,7 +171,7 @@ def system(command: Any) -> int:
         if saved:
             defaults = [sig for sig, old in saved if old != signal.SIG_IGN]
         else:
-            defaults = _install.signal_default_for(_SYSTEM_SIGNALS)
+            defaults = _signal_default_for(_SYSTEM_SIGNALS)
         try:
             pid = posix_spawn("/bin/sh", ["sh", "-c", command], os.environ, setsigdef=defaults)
         except OSError:
@@ -249,22 +254,20 @@ def _after_fork_in_child() -> None:
     death_signal, grace = death
     if IS_LINUX and on_main:
         arm_death_signal(death_signal, parent)  # exits if the parent is already gone
-    from ._watch import watch_parent
-
     if os.getppid() != parent:
         os._exit(1)
     try:
-        watch_parent(lambda: _install._die(death_signal, grace))
+        watch_parent(lambda: _die(death_signal, grace))
     except ProcessLookupError:
         os._exit(1)
 
 
-def arm_fork_hook(options: _install.InstallOptions) -> None:
+def arm_fork_hook() -> None:
     """Leash forked Python children from now on (the hook is registered once: it cannot
     be unregistered, so it is idle while not installed)."""
     global _fork_death, _hook_registered
     assert _plans is not None
-    _fork_death = _install.plan_death(_plans[0])
+    _fork_death = _plan_death(_plans[0])
     if IS_LINUX:
         _prctl()  # libc loaded here: a forked child must not dlopen
     if not _hook_registered:
@@ -281,10 +284,8 @@ def disarm_fork_hook() -> None:
 # -- what capabilities() says -----------------------------------------------------------------
 
 
-def api_coverage() -> dict[str, dict[str, Any]]:
-    """Per spawn API: covered, how, whole_tree (with the active or default options)."""
-    options = _install.installed() or _install.InstallOptions()
-    tree = options.tree
+def api_coverage(tree: bool) -> dict[str, dict[str, Any]]:
+    """Per spawn API: covered, how, whole_tree, notes, for install(tree=tree)."""
     helper = _helper.helper_path() is not None
     sup = "the supervisor (p.pid is its front)" if tree else "the direct mechanism"
     spawn_how = (
@@ -337,3 +338,24 @@ def api_coverage() -> dict[str, dict[str, Any]]:
             "through its multiprocessing start method", tree
         ),
     }
+
+
+def _die(death_signal: int, grace_s: float | None) -> None:
+    """End this process as its leash says: the death signal, the grace, then SIGKILL."""
+    with contextlib.suppress(OSError):
+        os.kill(os.getpid(), death_signal)
+    if death_signal != SIGKILL:
+        time.sleep(grace_s or 0.0)
+        os.kill(os.getpid(), SIGKILL)
+
+
+def _plan_death(plan: LeashPlan) -> tuple[int, float | None]:
+    """(death signal, grace in seconds) of a plan."""
+    grace = None if plan.grace_ms is None else plan.grace_ms / 1000
+    return plan.death_signal, grace
+
+
+def _signal_default_for(signals: Sequence[int]) -> list[int]:
+    """The signals among ``signals`` that are not ignored here (system(3)'s child keeps
+    an ignored SIGINT/SIGQUIT ignored, and gets every other one at its default)."""
+    return [sig for sig in signals if signal.getsignal(sig) != signal.SIG_IGN]
