@@ -3,7 +3,8 @@
 CPython's ``test.test_subprocess`` (the running interpreter's own ``test`` package) runs in
 child interpreters with ``subprocess.Popen = leashed.Popen`` set before the test module is
 imported: once with leashed's default options, once through a ``Popen`` subclass that forces
-``tree=True``. Every test that fails or errors there (or leaves a stray child for
+``tree=True``; and (a slow test) with ``leashed.install()`` made active by
+``LEASHED_INSTALL=1`` at interpreter start-up, nothing patched by hand. Every test that fails or errors there (or leaves a stray child for
 ``test.support.reap_children()``, regrtest's "environment changed") must do so in the
 unpatched standard library too: those tests are re-run, by id, without leashed, and only
 the ones that pass there count against leashed. No process of a run may outlive it.
@@ -39,7 +40,7 @@ MODULE = "test.test_subprocess"
 EXIT_MISSING = 3
 VARIANTS = ("default", "tree")
 #: The leash each patched run must really use (leashed falls back when it lacks its helper).
-MECHANISMS = {"default": "direct", "tree": "supervisor"}
+MECHANISMS = {"default": "direct", "tree": "supervisor", "install": "supervisor"}
 #: Deliberate differences from subprocess that cannot be removed, per variant:
 #: {test id: why}. Each entry needs a reason a user would accept; today there is none.
 _PID_IS_THE_SUPERVISORS = (
@@ -61,6 +62,7 @@ DELIBERATE: dict[str, dict[str, str]] = {
         )
     },
 }
+DELIBERATE["install"] = DELIBERATE["tree"]  # install()'s default is tree=True
 #: Upper bound for one run of the whole stdlib module (it takes about a minute).
 RUN_TIMEOUT_S = 600.0
 #: How long children of the stdlib tests may take to end after their run (a `sleep 3`
@@ -154,6 +156,9 @@ class Runner:
         env = dict(os.environ)
         env[SUITE_VAR] = os.environ[SUITE_VAR]
         env[CASE_VAR] = self.marker
+        env.pop("LEASHED_INSTALL", None)
+        if variant == "install":
+            env["LEASHED_INSTALL"] = "1"
         self.started = time.monotonic()
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
@@ -216,10 +221,10 @@ class Oracle:
     baseline: Outcome | None
 
 
-def run_all(base: Path) -> Oracle:
+def run_all(base: Path, variants: Sequence[str] = VARIANTS) -> Oracle:
     require_stdlib_tests()
     deadline = time.monotonic() + RUN_TIMEOUT_S
-    runners = [Runner(variant, base) for variant in VARIANTS]
+    runners = [Runner(variant, base) for variant in variants]
     try:
         patched = {runner.variant: runner.finish(deadline) for runner in runners}
     finally:
@@ -243,6 +248,11 @@ def oracle(tmp_path_factory: pytest.TempPathFactory) -> Oracle:
     return run_all(tmp_path_factory.mktemp("stdlib-subprocess"))
 
 
+@pytest.fixture(scope="module")
+def install_oracle(tmp_path_factory: pytest.TempPathFactory) -> Oracle:
+    return run_all(tmp_path_factory.mktemp("stdlib-subprocess-install"), ("install",))
+
+
 def shorten(text: str) -> str:
     """The first line and the last lines of a traceback, without 3.13's ^~~~ markers."""
     lines = [line for line in text.splitlines() if line.strip(" ~^")]
@@ -251,6 +261,18 @@ def shorten(text: str) -> str:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_stdlib_subprocess_passes_with_leashed(oracle: Oracle, variant: str) -> None:
+    check(oracle, variant)
+
+
+@pytest.mark.slow
+def test_stdlib_subprocess_passes_with_install_from_the_environment(
+    install_oracle: Oracle,
+) -> None:
+    check(install_oracle, "install")
+
+
+def check(oracle: Oracle, variant: str) -> None:
+    """No failure of the patched run that the unpatched standard library does not have."""
     outcome = oracle.patched[variant]
     report = outcome.report
     assert report["popen_is_leashed"] and report["popen_name"] == "Popen", report
