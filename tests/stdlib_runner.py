@@ -2,14 +2,14 @@
 
     python stdlib_runner.py [--site DIR] VARIANT OUT.json [TEST_ID ...]
 
-VARIANT is ``baseline`` (the standard library untouched), ``default``
-(``subprocess.Popen = leashed.Popen``), ``tree`` (the same with a ``Popen`` subclass
-that forces ``tree=True``) or ``install`` (``leashed.install()`` made active by
-``LEASHED_INSTALL=1`` through the package's .pth file; nothing is patched here). The patch is made before the test module is imported, so
-the module's own ``subprocess.Popen`` subclasses derive from leashed's. With TEST_IDs,
-only those tests run (module and class fixtures still run around them). ``--site DIR``
-adds a site directory (where leashed is installed), so that the interpreter itself, not a
-virtual environment, runs the tests: a few stdlib tests skip themselves in a venv.
+VARIANT is ``baseline`` (the standard library untouched), ``default`` (``subprocess.Popen =
+leashed.Popen``), ``tree`` (the same with a ``Popen`` subclass that forces ``tree=True``) or
+``install`` (``leashed.install()`` made active by ``LEASHED_INSTALL=1`` through the
+package's .pth file; nothing is patched here). The patch is made before the test module is
+imported, so the module's own ``subprocess.Popen`` subclasses derive from leashed's. With
+TEST_IDs, only those tests run (module and class fixtures still run around them). ``--site
+DIR`` adds a site directory (where leashed is installed), so that the interpreter itself,
+not a virtual environment, runs the tests: a few stdlib tests skip themselves in a venv.
 
 The JSON holds the ids of failures, errors, unexpected successes and skips (with short
 tracebacks or reasons), the counts, each test's duration, and the tests during which

@@ -4,10 +4,11 @@ CPython's ``test.test_subprocess`` (the running interpreter's own ``test`` packa
 child interpreters with ``subprocess.Popen = leashed.Popen`` set before the test module is
 imported: once with leashed's default options, once through a ``Popen`` subclass that forces
 ``tree=True``; and (a slow test) with ``leashed.install()`` made active by
-``LEASHED_INSTALL=1`` at interpreter start-up, nothing patched by hand. Every test that fails or errors there (or leaves a stray child for
-``test.support.reap_children()``, regrtest's "environment changed") must do so in the
-unpatched standard library too: those tests are re-run, by id, without leashed, and only
-the ones that pass there count against leashed. No process of a run may outlive it.
+``LEASHED_INSTALL=1`` at interpreter start-up, nothing patched by hand. Every test that
+fails or errors there (or leaves a stray child for ``test.support.reap_children()``,
+regrtest's "environment changed") must do so in the unpatched standard library too: those
+tests are re-run, by id, without leashed, and only the ones that pass there count against
+leashed. No process of a run may outlive it.
 
 The stdlib runs go through ``stdlib_runner.py`` (unittest with a collector that writes
 JSON); the two patched runs go in parallel, each in its own working directory (the stdlib
