@@ -63,7 +63,9 @@ DELIBERATE: dict[str, dict[str, str]] = {
         )
     },
 }
-DELIBERATE["install"] = DELIBERATE["tree"]  # install()'s default is tree=True
+DELIBERATE["install"] = DELIBERATE["tree"]
+#: How a variant makes subprocess leashed, for the summary line (else the Popen swap).
+HOW = {"install": "leashed.install() from LEASHED_INSTALL=1"}  # install()'s default is tree=True
 #: Upper bound for one run of the whole stdlib module (it takes about a minute).
 RUN_TIMEOUT_S = 600.0
 #: How long children of the stdlib tests may take to end after their run (a `sleep 3`
@@ -303,7 +305,8 @@ def check(oracle: Oracle, variant: str) -> None:
     if outcome.survivors:
         problems.append("processes left alive by the run:\n" + "\n".join(outcome.survivors))
     summary = (
-        f"{MODULE} with subprocess.Popen = leashed.Popen ({variant}, {report['mechanism']}): "
+        f"{MODULE} with {HOW.get(variant, 'subprocess.Popen = leashed.Popen')} "
+        f"({variant}, {report['mechanism']}): "
         f"{report['tests_run']} run, {len(report['skipped'])} skipped, {len(failing)} failing, "
         f"{len(regressed)} of them pass without leashed; {outcome.wall_s:.0f}s"
     )
