@@ -110,7 +110,7 @@ SCENARIOS: dict[str, tuple[str, int, str | None]] = {
         libmod.keep_busy(pool.apply_async, 2)
         ready()
         """,
-        2,
+        4,
         None,
     ),
     "multiprocessing.spawn": (
@@ -121,7 +121,7 @@ SCENARIOS: dict[str, tuple[str, int, str | None]] = {
         libmod.keep_busy(pool.apply_async, 2)
         ready()
         """,
-        2,
+        4,
         None,
     ),
     "multiprocessing.forkserver": (
@@ -132,7 +132,7 @@ SCENARIOS: dict[str, tuple[str, int, str | None]] = {
         libmod.keep_busy(pool.apply_async, 2)
         ready()
         """,
-        3,
+        5,
         None,
     ),
     "concurrent.futures.ProcessPoolExecutor": (
@@ -143,7 +143,7 @@ SCENARIOS: dict[str, tuple[str, int, str | None]] = {
         libmod.keep_busy(lambda f, a: ex.submit(f, *a), 2)
         ready()
         """,
-        2,
+        4,
         None,
     ),
     "anyio": (
@@ -184,6 +184,7 @@ def start(command):
     return subprocess.Popen(["sh", "-c", command])
 
 def busy(directory):
+    subprocess.Popen(["sleep", "300"])  # a grandchild of the parent's
     open(os.path.join(directory, str(os.getpid())), "w").close()
     time.sleep(300)
 
@@ -243,14 +244,34 @@ def test_children_die_with_the_sigkilled_parent(
             assert wait_until_gone(case_marker, GONE) == []
 
 
-def test_every_api_capabilities_names_has_a_scenario() -> None:
-    """capabilities()["install"] speaks of exactly the APIs the scenarios above prove."""
-    apis = leashed.capabilities()["install"]["apis"]
-    proven = {name.removesuffix("-thread").removesuffix("p") for name in SCENARIOS}
-    proven |= {"subprocess", "os.posix_spawn"}
-    assert set(apis) <= proven, set(apis) - proven
-    assert all(entry["covered"] for entry in apis.values())
-    assert leashed.capabilities()["install"]["mechanism"] == "patch"
+#: Which scenarios prove each API that capabilities()["install"] names.
+PROOF = {
+    "subprocess": ("subprocess-thread", "anyio", "trio"),
+    "os.posix_spawn": ("posix_spawn", "posix_spawnp-thread"),
+    "os.system": ("os.system",),
+    "os.spawn": ("os.spawn",),
+    "os.fork": ("os.fork",),
+    "multiprocessing.fork": ("multiprocessing.fork",),
+    "multiprocessing.spawn": ("multiprocessing.spawn",),
+    "multiprocessing.forkserver": ("multiprocessing.forkserver",),
+    "concurrent.futures.ProcessPoolExecutor": ("concurrent.futures.ProcessPoolExecutor",),
+}
+
+
+def test_capabilities_name_exactly_the_apis_the_scenarios_prove() -> None:
+    """Every API capabilities()["install"] reports covered has its scenarios above; those
+    it reports whole_tree count a grandchild (a shell's background job, a pool worker's
+    subprocess, the forkserver's workers)."""
+    report = leashed.capabilities()["install"]
+    assert report["mechanism"] == "patch" and report["env"] == "LEASHED_INSTALL"
+    assert set(report["apis"]) == set(PROOF)
+    assert {s for names in PROOF.values() for s in names} == set(SCENARIOS)
+    for api, entry in report["apis"].items():
+        assert entry["covered"] is True, api
+        if entry["whole_tree"]:
+            for name in PROOF[api]:
+                code, count, _ = SCENARIOS[name]
+                assert count >= 2 and ("SHELL" in code or "keep_busy" in code), name
 
 
 # -- in this process: identity, mocks, idempotence, threads ---------------------------------

@@ -166,7 +166,8 @@ def system(command: Any) -> int:
     saved: list[tuple[int, Any]] = []  # (signal number, its disposition before)
     if threading.current_thread() is threading.main_thread():
         for sig in _SYSTEM_SIGNALS:
-            saved.append((sig, signal.signal(sig, signal.SIG_IGN)))
+            if signal.getsignal(sig) is not None:  # None: set outside Python, not restorable
+                saved.append((sig, signal.signal(sig, signal.SIG_IGN)))
     try:
         if saved:
             defaults = [sig for sig, old in saved if old != signal.SIG_IGN]
