@@ -1,6 +1,6 @@
 """Run CPython's own ``test.test_subprocess`` and write its outcome as JSON.
 
-    python stdlib_runner.py [--site DIR] VARIANT OUT.json [TEST_ID ...]
+    python stdlib_runner.py [--site DIR] [--module NAME] VARIANT OUT.json [TEST_ID ...]
 
 VARIANT is ``baseline`` (the standard library untouched), ``default`` (``subprocess.Popen =
 leashed.Popen``), ``tree`` (the same with a ``Popen`` subclass that forces ``tree=True``) or
@@ -185,6 +185,9 @@ def main(argv: list[str]) -> int:
         sys.path.insert(0, argv[1])  # before the interpreter's own site-packages
         site.addsitedir(argv[1])  # its .pth files too
         argv = argv[2:]
+    module = MODULE
+    if argv[:1] == ["--module"] and len(argv) > 1:  # another stdlib test module
+        module, argv = argv[1], argv[2:]
     if len(argv) < 2 or argv[0] not in VARIANTS:
         print(__doc__, file=sys.stderr)
         return 2
@@ -198,14 +201,14 @@ def main(argv: list[str]) -> int:
     patch(variant)
     mechanism = probe_mechanism()
     try:
-        __import__(MODULE)
+        __import__(module)
     except ImportError as exc:
-        print(f"cannot import {MODULE}: {exc}", file=sys.stderr)
+        print(f"cannot import {module}: {exc}", file=sys.stderr)
         return EXIT_MISSING
     except unittest.SkipTest as exc:
-        print(f"{MODULE} skips itself: {exc}", file=sys.stderr)
+        print(f"{module} skips itself: {exc}", file=sys.stderr)
         return EXIT_MISSING
-    loaded = unittest.defaultTestLoader.loadTestsFromName(MODULE)
+    loaded = unittest.defaultTestLoader.loadTestsFromName(module)
     tests = list(flatten(loaded))
     if wanted:
         chosen = [t for t in tests if t.id() in wanted]
@@ -217,6 +220,7 @@ def main(argv: list[str]) -> int:
     popen = sys.modules["subprocess"].Popen
     report = {
         "variant": variant,
+        "module": module,
         "python": sys.version,
         "popen_name": popen.__name__,
         "popen_is_leashed": is_leashed(popen),

@@ -37,6 +37,8 @@ from support import CASE_VAR, SUITE_VAR, kill_marked, new_marker, pids_with
 
 RUNNER = Path(__file__).resolve().with_name("stdlib_runner.py")
 MODULE = "test.test_subprocess"
+#: asyncio's own subprocess tests: run with install() active only (a slow test).
+ASYNCIO_MODULE = "test.test_asyncio.test_subprocess"
 #: Exit status of the runner when the interpreter lacks the test package (see the runner).
 EXIT_MISSING = 3
 VARIANTS = ("default", "tree")
@@ -149,8 +151,11 @@ class Outcome:
 class Runner:
     """One child interpreter running the stdlib module, marked so its processes are found."""
 
-    def __init__(self, variant: str, base: Path, ids: Sequence[str] = ()) -> None:
+    def __init__(
+        self, variant: str, base: Path, ids: Sequence[str] = (), module: str = MODULE
+    ) -> None:
         self.variant = variant
+        self.module = module
         self.cwd = base / variant
         self.cwd.mkdir(parents=True)
         self.out = self.cwd.parent / f"{variant}.json"
@@ -165,7 +170,7 @@ class Runner:
         self.started = time.monotonic()
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [*interpreter(), variant, str(self.out), *ids],
+                [*interpreter(), "--module", module, variant, str(self.out), *ids],
                 cwd=self.cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -181,14 +186,14 @@ class Runner:
             self.proc.wait()
             kill_marked(CASE_VAR, self.marker)
             pytest.fail(
-                f"the {self.variant} run of {MODULE} did not end in {RUN_TIMEOUT_S:.0f}s; "
+                f"the {self.variant} run of {self.module} did not end in {RUN_TIMEOUT_S:.0f}s; "
                 f"its log ends with:\n{self.log_tail()}"
             )
         wall = time.monotonic() - self.started
         survivors = self.survivors()
         if status == EXIT_MISSING:
             require_stdlib_tests()
-            pytest.fail(f"{MODULE} could not be loaded:\n{self.log_tail()}")
+            pytest.fail(f"{self.module} could not be loaded:\n{self.log_tail()}")
         if status != 0 or not self.out.exists():
             pytest.fail(f"the {self.variant} runner exited with {status}:\n{self.log_tail()}")
         report = json.loads(self.out.read_text(encoding="utf-8"))
@@ -224,10 +229,10 @@ class Oracle:
     baseline: Outcome | None
 
 
-def run_all(base: Path, variants: Sequence[str] = VARIANTS) -> Oracle:
+def run_all(base: Path, variants: Sequence[str] = VARIANTS, module: str = MODULE) -> Oracle:
     require_stdlib_tests()
     deadline = time.monotonic() + RUN_TIMEOUT_S
-    runners = [Runner(variant, base) for variant in variants]
+    runners = [Runner(variant, base, module=module) for variant in variants]
     try:
         patched = {runner.variant: runner.finish(deadline) for runner in runners}
     finally:
@@ -241,7 +246,7 @@ def run_all(base: Path, variants: Sequence[str] = VARIANTS) -> Oracle:
     )
     baseline = None
     if suspects:
-        runner = Runner("baseline", base, suspects)
+        runner = Runner("baseline", base, suspects, module=module)
         baseline = runner.finish(time.monotonic() + RUN_TIMEOUT_S)
     return Oracle(patched, baseline)
 
@@ -267,11 +272,24 @@ def test_stdlib_subprocess_passes_with_leashed(oracle: Oracle, variant: str) -> 
     check(oracle, variant)
 
 
+@pytest.fixture(scope="module")
+def asyncio_install_oracle(tmp_path_factory: pytest.TempPathFactory) -> Oracle:
+    base = tmp_path_factory.mktemp("stdlib-asyncio-subprocess-install")
+    return run_all(base, ("install",), ASYNCIO_MODULE)
+
+
 @pytest.mark.slow
 def test_stdlib_subprocess_passes_with_install_from_the_environment(
     install_oracle: Oracle,
 ) -> None:
     check(install_oracle, "install")
+
+
+@pytest.mark.slow
+def test_stdlib_asyncio_subprocess_passes_with_install_from_the_environment(
+    asyncio_install_oracle: Oracle,
+) -> None:
+    check(asyncio_install_oracle, "install")
 
 
 def check(oracle: Oracle, variant: str) -> None:
@@ -304,8 +322,9 @@ def check(oracle: Oracle, variant: str) -> None:
             problems.append(f"{test_id}: listed as a deliberate difference but passes")
     if outcome.survivors:
         problems.append("processes left alive by the run:\n" + "\n".join(outcome.survivors))
+    how = HOW.get(variant, "subprocess.Popen = leashed.Popen")
     summary = (
-        f"{MODULE} with {HOW.get(variant, 'subprocess.Popen = leashed.Popen')} "
+        f"{report.get('module', MODULE)} with {how} "
         f"({variant}, {report['mechanism']}): "
         f"{report['tests_run']} run, {len(report['skipped'])} skipped, {len(failing)} failing, "
         f"{len(regressed)} of them pass without leashed; {outcome.wall_s:.0f}s"
