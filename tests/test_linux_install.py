@@ -218,7 +218,16 @@ def _children(marker: str, name: str | None, parent: int) -> list[int]:
     return named(found, name) if name else [pid for pid in found if pid != parent]
 
 
-@pytest.mark.parametrize("how", ["call", "env", "none"])
+#: install() called in the parent on every CPython; the environment activation and the
+#: controls in the slow runs (CI time: they double the count, and prove the same code).
+HOWS = [
+    "call",
+    pytest.param("env", marks=pytest.mark.slow),
+    pytest.param("none", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("how", HOWS)
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_children_die_with_the_sigkilled_parent(
     scenario: str, how: str, case_marker: str, tmp_path: object

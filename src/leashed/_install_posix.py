@@ -242,7 +242,10 @@ def _before_fork() -> None:
     global _fork_info
     if _fork_death is None:
         return
-    caller = sys._getframe(1).f_code
+    try:
+        caller: types.CodeType | None = sys._getframe(1).f_code
+    except ValueError:  # a fork made from C with no Python frame above it
+        caller = None
     on_main = threading.current_thread() is threading.main_thread()
     _fork_info = (os.getpid(), on_main, caller in _SPAWN_CODES)
 
