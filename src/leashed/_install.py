@@ -79,13 +79,16 @@ def validated_options(
     )
 
 
-@dataclasses.dataclass
 class _Active:
-    """What install() did: its options, the mechanism, and how to undo it."""
+    """What install() did: its options, the mechanism, and how to undo it. (A plain
+    class: a dataclass compiles its methods at import, in every LEASHED_INSTALL start.)"""
 
-    options: InstallOptions
-    mechanism: str
-    undo: Callable[[], None]
+    __slots__ = ("mechanism", "options", "undo")
+
+    def __init__(self, options: InstallOptions, mechanism: str, undo: Callable[[], None]):
+        self.options = options
+        self.mechanism = mechanism
+        self.undo = undo
 
 
 _lock = threading.Lock()

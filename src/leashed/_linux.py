@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import os
 import select
@@ -26,7 +25,9 @@ def has_pidfd() -> bool:
 
 @functools.cache
 def _prctl() -> ctypes._CFuncPtr:  # type: ignore[name-defined]
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # The process's own symbols (libc's among them), not ctypes.util.find_library: that
+    # runs ldconfig through subprocess.Popen, which may be leashed.Popen itself.
+    libc = ctypes.CDLL(None, use_errno=True)
     prctl = libc.prctl
     prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
     prctl.restype = ctypes.c_int
