@@ -328,7 +328,7 @@ def test_install_is_idempotent_and_refuses_other_options(installed: None) -> Non
         leashed.install(tree=False)
     with pytest.raises(ValueError, match=r"grace=2.0 \(active: None\)"):
         leashed.install(grace=2)
-    assert _install.installed() == _install.InstallOptions()
+    assert _install.installed() == _install.INSTALL_DEFAULTS
 
 
 def test_bad_options_raise_what_popen_raises() -> None:
@@ -439,7 +439,7 @@ SHOW = (
 def test_environment_activation_reads_the_options(value: str, tree: bool, grace: object) -> None:
     out = _python(SHOW, value)
     assert out.returncode == 0 and out.stderr == "", out
-    assert out.stdout.startswith("patch InstallOptions(")
+    assert out.stdout.startswith("patch LeashOptions(")
     assert f"tree={tree}" in out.stdout and f"grace={grace}" in out.stdout
 
 

@@ -1,10 +1,11 @@
 """leashed: child processes that die with their parent, by any death.
 
 Drop-in for ``subprocess`` (``Popen``, ``run``, ``call``, ``check_call``,
-``check_output``) and ``asyncio`` (``leashed.asyncio``), plus ``wrap`` for spawners you
-do not control, ``watch_parent`` for programs whose parent is not Python, and
-``capabilities`` for what this machine guarantees; ``install`` leashes every child of
-the process, whatever API starts it.
+``check_output``, ``getoutput``, ``getstatusoutput``) and ``asyncio``
+(``leashed.asyncio``), plus ``wrap`` for spawners you do not control,
+``watch_parent`` for programs whose parent is not Python, and ``capabilities`` for
+what this machine guarantees; ``install`` leashes every child of the process,
+whatever API starts it.
 """
 
 from subprocess import (
@@ -17,9 +18,8 @@ from subprocess import (
     TimeoutExpired,
 )
 
-from ._capabilities import capabilities
-from ._install import install, uninstall
-from ._popen import Popen, call, check_call, check_output, run
+from ._install import capabilities, install, uninstall
+from ._popen import Popen, call, check_call, check_output, getoutput, getstatusoutput, run
 from ._watch import ParentWatch, watch_parent
 from ._wrap import wrap
 
@@ -40,6 +40,8 @@ __all__ = [
     "capabilities",
     "check_call",
     "check_output",
+    "getoutput",
+    "getstatusoutput",
     "install",
     "run",
     "uninstall",

@@ -25,10 +25,16 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import _windows
-from ._plan import validate_request
+from ._plan import LeashOptions
 from ._platform import IS_WINDOWS
+from ._platform import capabilities as _backend_capabilities
 
+#: The job mechanism's module (Windows only: never imported elsewhere).
+_windows: Any = None
+if sys.platform == "win32":
+    from . import _windows as _windows_module
+
+    _windows = _windows_module
 #: The patch mechanism's module (POSIX only; Windows needs no patch).
 _install_posix: Any = None
 if sys.platform != "win32":
@@ -36,47 +42,40 @@ if sys.platform != "win32":
 
     _install_posix = _posix_patches
 
-__all__ = ["InstallOptions", "install", "installed", "uninstall"]
+__all__ = ["capabilities", "install", "installed", "uninstall"]
 
 #: The environment variable read at interpreter start-up (see ``_autoinstall``).
 INSTALL_ENV = "LEASHED_INSTALL"
 
 
-@dataclasses.dataclass(frozen=True)
-class InstallOptions:
-    """install()'s options, validated: what ends (tree) and how (grace, death_signal)."""
+#: install()'s options are the one leash options type; only the default of ``tree`` differs.
+INSTALL_DEFAULTS = LeashOptions(tree=True)
 
-    tree: bool = True
-    grace: float | None = None
-    death_signal: int | None = None
-    keep_leftovers: bool = False
 
-    def differences(self, other: InstallOptions) -> list[str]:
-        """``name=mine (active: theirs)`` for every option that differs."""
-        return [
-            f"{f.name}={getattr(self, f.name)!r} (active: {getattr(other, f.name)!r})"
-            for f in dataclasses.fields(self)
-            if getattr(self, f.name) != getattr(other, f.name)
-        ]
+def differences(mine: LeashOptions, active: LeashOptions) -> list[str]:
+    """``name=mine (active: theirs)`` for every option that differs."""
+    return [
+        f"{f.name}={getattr(mine, f.name)!r} (active: {getattr(active, f.name)!r})"
+        for f in dataclasses.fields(mine)
+        if getattr(mine, f.name) != getattr(active, f.name)
+    ]
 
 
 def validated_options(
     *, tree: object, grace: object, death_signal: object, keep_leftovers: object
-) -> InstallOptions:
+) -> LeashOptions:
     """The options, or the TypeError/ValueError leashed.Popen raises for the same values."""
-    request = validate_request(
+    options = LeashOptions.validated(
         tree=tree, grace=grace, death_signal=death_signal, keep_leftovers=keep_leftovers
     )
     if IS_WINDOWS:
-        _windows.check_leash_options(request.tree, request.grace_s, request.death_signal)
-        if request.keep_leftovers:
+        _windows.check_leash_options(options.tree, options.grace, options.death_signal)
+        if options.keep_leftovers:
             raise ValueError(
                 "keep_leftovers is not available on Windows: closing the job object ends "
                 "every process in it"
             )
-    return InstallOptions(
-        request.tree, request.grace_s, request.death_signal, request.keep_leftovers
-    )
+    return options
 
 
 class _Active:
@@ -85,7 +84,7 @@ class _Active:
 
     __slots__ = ("mechanism", "options", "undo")
 
-    def __init__(self, options: InstallOptions, mechanism: str, undo: Callable[[], None]):
+    def __init__(self, options: LeashOptions, mechanism: str, undo: Callable[[], None]):
         self.options = options
         self.mechanism = mechanism
         self.undo = undo
@@ -124,7 +123,7 @@ def install(
                 return _active.mechanism
             raise ValueError(
                 "leashed.install() is already active with other options: "
-                + ", ".join(options.differences(_active.options))
+                + ", ".join(differences(options, _active.options))
                 + "; call leashed.uninstall() first to change them"
             )
         for mechanism in (_cgroup_mechanism, _job_mechanism, _patch_mechanism):
@@ -145,7 +144,7 @@ def uninstall() -> None:
             active.undo()
 
 
-def installed() -> InstallOptions | None:
+def installed() -> LeashOptions | None:
     """The options of the active install(), or None."""
     active = _active
     return None if active is None else active.options
@@ -160,7 +159,7 @@ def active_mechanism() -> str | None:
 # -- 1. the cgroup mechanism (Linux, a writable cgroup v2 hierarchy) ------------------------
 
 
-def _cgroup_mechanism(options: InstallOptions) -> _Active | None:
+def _cgroup_mechanism(options: LeashOptions) -> _Active | None:
     """This process in a leash cgroup that a watcher kills when it dies: not built yet.
 
     Returns None (not available) until the cgroup tree mechanism lands; then it is the
@@ -172,7 +171,7 @@ def _cgroup_mechanism(options: InstallOptions) -> _Active | None:
 # -- 2. the job mechanism (Windows) ---------------------------------------------------------
 
 
-def _job_mechanism(options: InstallOptions) -> _Active | None:
+def _job_mechanism(options: LeashOptions) -> _Active | None:
     """This process joins a kill-on-close job: every descendant is in it, for free.
 
     A process may already be in a job (a CI runner's, a terminal's): jobs nest from
@@ -182,7 +181,7 @@ def _job_mechanism(options: InstallOptions) -> _Active | None:
     """
     if not IS_WINDOWS:
         return None
-    job = _windows.get_process_job().job_for_child()
+    job = _windows._get_backend().job.job_for_child()
     api = _windows.get_api()
     if not job.shared:
         job.close()  # empty: closing it ends nothing
@@ -196,7 +195,7 @@ def _job_mechanism(options: InstallOptions) -> _Active | None:
         api.SetInformationJobObject(
             job.handle, _windows.JobObjectExtendedLimitInformation, bytes(info)
         )
-        process_job = _windows.get_process_job()
+        process_job = _windows._get_backend().job
         with process_job._lock:  # later leashed.Popen children: a new kill-on-close job
             process_job._shared = None
             process_job.status = "not created yet"
@@ -224,7 +223,7 @@ class _Patches:
             setattr(owner, name, original)
 
 
-def _patch_mechanism(options: InstallOptions) -> _Active | None:
+def _patch_mechanism(options: LeashOptions) -> _Active | None:
     """Every spawn point through leashed's per-child mechanisms (see the module's doc)."""
     if _install_posix is None:
         return None
@@ -249,6 +248,16 @@ def _patch_mechanism(options: InstallOptions) -> _Active | None:
 # -- what capabilities() says ---------------------------------------------------------------
 
 
+def capabilities() -> dict[str, Any]:
+    """leashed.capabilities(): the backend's report, per mechanism (available, how,
+    whole_tree, race_free, notes; the helper; ``default``: what a plain
+    ``leashed.Popen(...)`` uses), and ``install``: what install() covers here, API by API.
+    Never a silent downgrade: what this machine cannot honour says so."""
+    report = dict(_backend_capabilities())
+    report["install"] = install_capabilities()
+    return report
+
+
 def install_capabilities() -> dict[str, Any]:
     """What install() covers on this machine, API by API, and what is active."""
     if _install_posix is None:
@@ -259,7 +268,7 @@ def install_capabilities() -> dict[str, Any]:
         }
         apis = {name: dict(every) for name in _API_NAMES}
         return {"mechanism": "job", "active": active_mechanism(), "apis": apis, "env": INSTALL_ENV}
-    options = installed() or InstallOptions()
+    options = installed() or INSTALL_DEFAULTS
     return {
         "mechanism": "patch",
         "active": active_mechanism(),
