@@ -4,6 +4,7 @@
  *
  *   leashed-helper --version
  *   leashed-helper direct|supervisor|guardian [OPTION [VALUE]]... -- PROGRAM [ARGV0 [ARG]...]
+ *   leashed-helper watcher -w PID -l FD -c FD -- CGROUP_DIR   (Linux: the cgroup mechanism)
  */
 #include "helper.h"
 
@@ -383,6 +384,7 @@ enum kind { FLAG, NUMBER, LIST };
 
 #define ALL_MODES (MODE_DIRECT | MODE_SUPERVISOR | MODE_GUARDIAN)
 #define WATCHERS (MODE_SUPERVISOR | MODE_GUARDIAN)
+#define CGROUP_WATCH (WATCHERS | MODE_WATCHER)
 
 /* Every option: one argv element "-x", then its value (but for flags) as the next one.
  * docs/helper-protocol.md has the same table in words. */
@@ -392,16 +394,17 @@ static const struct option_spec {
 	unsigned char kind;
 	unsigned long long min, max; /* NUMBER; LIST: each entry */
 } option_specs[] = {
-	{ 'p', ALL_MODES, NUMBER, 1, INT_MAX_ },	    /* the parent's pid */
+	{ 'p', ALL_MODES | MODE_WATCHER, NUMBER, 1, INT_MAX_ }, /* the parent's pid */
 	{ 's', ALL_MODES, NUMBER, 1, NSIG - 1 },	    /* death signal */
-	{ 'r', ALL_MODES, NUMBER, 0, INT_MAX_ },	    /* report pipe fd */
+	{ 'r', ALL_MODES | MODE_WATCHER, NUMBER, 0, INT_MAX_ }, /* report pipe fd */
 	{ 'U', ALL_MODES, NUMBER, 0, ID_MAX },		    /* setreuid */
 	{ 'G', ALL_MODES, NUMBER, 0, ID_MAX },		    /* setregid */
 	{ 'X', ALL_MODES, LIST, 0, ID_MAX },		    /* setgroups */
 	{ 'g', WATCHERS, NUMBER, 0, GRACE_MAX },	    /* grace, ms */
-	{ 'l', WATCHERS, NUMBER, 0, INT_MAX_ },		    /* lifeline fd */
-	{ 'w', WATCHERS, NUMBER, 1, INT_MAX_ },		    /* watched pid */
-	{ 'c', MODE_SUPERVISOR, NUMBER, 0, INT_MAX_ },	    /* control socket fd */
+	{ 'l', CGROUP_WATCH, NUMBER, 0, INT_MAX_ },	    /* lifeline fd */
+	{ 'w', CGROUP_WATCH, NUMBER, 1, INT_MAX_ },	    /* watched pid */
+	{ 'c', MODE_SUPERVISOR | MODE_WATCHER, NUMBER, 0, INT_MAX_ }, /* control socket fd */
+	{ 'J', MODE_DIRECT, NUMBER, 0, INT_MAX_ },	    /* cgroup.procs fd to join (cgroup) */
 	{ 'L', MODE_SUPERVISOR, NUMBER, 0, INT_MAX_ },	    /* listening control socket fd (Linux) */
 	{ 't', MODE_SUPERVISOR, FLAG, 0, 0 },		    /* whole tree */
 	{ 'k', MODE_SUPERVISOR, FLAG, 0, 0 },		    /* keep leftovers (with -t) */
@@ -474,6 +477,7 @@ static void store(struct opts *o, char letter, unsigned long long v)
 	case 't': o->tree = 1; break;
 	case 'k': o->keep = 1; break;
 	case 'P': o->group = 1; break;
+	case 'J': o->join_fd = (int)v; break;
 	case 'U': o->uid = (uid_t)v; o->uid_given = 1; break;
 	case 'G': o->gid = (gid_t)v; o->gid_given = 1; break;
 	default: /* 'r': taken by find_report_fd if it is open */
@@ -518,6 +522,10 @@ static enum lh_mode parse_mode(int argc, char **argv, const struct opts *o)
 		return MODE_SUPERVISOR;
 	if (streq(argv[1], "guardian"))
 		return MODE_GUARDIAN;
+#ifdef __linux__
+	if (streq(argv[1], "watcher"))
+		return MODE_WATCHER;
+#endif
 	usage(o, "unknown mode", argv[1]);
 }
 
@@ -543,6 +551,8 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		usage(o, "-L excludes", "-c");
 	if (o->listen_fd >= 0 && !o->watch) /* only the -w process is answered */
 		usage(o, "-L needs", "-w");
+	if (o->mode == MODE_WATCHER && (!o->watch || o->ctl_fd < 0))
+		usage(o, "watcher needs", "-w and -c");
 #ifndef __linux__
 	if (o->listen_fd >= 0) /* the peer's pid: SO_PEERCRED */
 		usage(o, "option not valid on this system:", "-L");
@@ -558,7 +568,7 @@ static void init_opts(struct opts *o)
 	memset(o, 0, sizeof *o);
 	o->sig = SIGKILL;
 	o->grace_ms = -1;
-	o->report_fd = o->life_fd = o->ctl_fd = o->listen_fd = o->watch_fd = -1;
+	o->report_fd = o->life_fd = o->ctl_fd = o->listen_fd = o->watch_fd = o->join_fd = -1;
 }
 
 /* A caller's fd we keep: it must never reach the target. */
@@ -570,11 +580,31 @@ static void own_fd(const struct opts *o, int fd, const char *opt)
 
 /* ------------------------------------------------------------------ direct mode */
 
+/* -J (the cgroup mechanism): the target's own cgroup, joined before anything of the
+ * target runs and before a change of credentials could deny the write. The cgroup is the
+ * leash (the watcher ends it): no parent-death signal, so nothing is thread-scoped. */
+_Noreturn static void join_cgroup(const struct opts *o)
+{
+	static const char self[] = "0";
+
+	if (fcntl(o->join_fd, F_SETFD, FD_CLOEXEC) < 0)
+		lh_fail(o, STAGE_SETUP, errno, "-J", NULL);
+	if (write(o->join_fd, self, 1) != 1)
+		lh_fail(o, STAGE_ARM, errno, "join the cgroup", NULL);
+	close(o->join_fd);
+	lh_change_credentials(o);
+	if (o->ppid && getppid() != o->ppid)
+		_exit(1); /* the parent died before the join: its watcher may have ended already */
+	lh_exec_target(o);
+}
+
 /* Arm the parent-death signal, recheck the parent, become the target (same pid). */
 _Noreturn static void run_direct(const struct opts *o)
 {
 	int armed;
 
+	if (o->join_fd >= 0)
+		join_cgroup(o);
 	lh_change_credentials(o); /* a change of credentials would clear the leash */
 	armed = lh_arm_pdeathsig(o->sig, NULL);
 	if (armed <= 0) /* 0: no parent-death signal on this OS; the caller uses the guardian */
@@ -605,5 +635,9 @@ int main(int argc, char **argv)
 		run_direct(&o);
 	if (o.mode == MODE_SUPERVISOR)
 		lh_run_supervisor(&o);
+#ifdef __linux__
+	if (o.mode == MODE_WATCHER)
+		lh_run_watcher(&o);
+#endif
 	lh_run_guardian(&o);
 }

@@ -5,16 +5,17 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from . import _helper, _windows
+from . import _cgroup, _helper, _windows
 from ._linux import has_pidfd
-from ._platform import IS_LINUX, IS_WINDOWS, default_mechanism
+from ._platform import IS_LINUX, IS_WINDOWS, default_mechanism, tree_mechanism
 
 
 def capabilities() -> dict[str, Any]:
     """Per mechanism: available, how, whole_tree, race_free and notes; plus the helper.
 
-    ``default`` names what a plain ``leashed.Popen(...)`` uses; ``tree=True`` and
-    ``grace`` use the supervisor. Never a silent downgrade: a mechanism this machine
+    ``default`` names what a plain ``leashed.Popen(...)`` uses, ``tree_default`` what
+    ``tree=True`` uses (the cgroup mechanism where it is available, else the supervisor);
+    ``grace`` alone uses the supervisor. Never a silent downgrade: a mechanism this machine
     cannot honour says so here.
     """
     if IS_WINDOWS:
@@ -23,6 +24,7 @@ def capabilities() -> dict[str, Any]:
             "platform": sys.platform,
             "helper": None,
             "default": "job",
+            "tree_default": "job",
             "mechanisms": {"job": job},
         }
     path = _helper.helper_path()
@@ -41,6 +43,7 @@ def capabilities() -> dict[str, Any]:
         "platform": sys.platform,
         "helper": helper,
         "default": default,
+        "tree_default": tree_mechanism(),
         "mechanisms": mechanisms,
     }
 
@@ -82,7 +85,39 @@ def _linux_mechanisms(helper: bool, pidfd: bool) -> dict[str, dict[str, Any]]:
         whole_tree=False,
         available=helper and pidfd,
     )
-    return {"direct": direct, "supervisor": supervisor, "guardian": guardian}
+    return {
+        "direct": direct,
+        "supervisor": supervisor,
+        "guardian": guardian,
+        "cgroup": _cgroup_entry(helper and pidfd),
+    }
+
+
+def _cgroup_entry(helper: bool) -> dict[str, Any]:
+    """The cgroup mechanism: where its cgroups would go, or why it is not available."""
+    where = _cgroup.site()
+    entry = _entry(
+        "the target joins a cgroup v2 of its own before it runs (leashed-helper direct -J); "
+        "one detached watcher per process: death signal, grace, then cgroup.kill",
+        whole_tree=True,
+        available=helper and isinstance(where, _cgroup.Site),
+        notes=[
+            "whole tree with tree=True: membership is inherited and cannot be left without "
+            "write access to another cgroup (a privileged descendant can leave)",
+            "proc.pid is the target's own pid; kill() is cgroup.kill of its cgroup",
+            "a SIGKILLed watcher is replaced at once by a thread of this process (and checked "
+            "before every spawn); a parent death in that gap of milliseconds leaves the "
+            "tree running",
+        ],
+    )
+    if isinstance(where, _cgroup.Site):
+        entry["cgroup"] = where.path
+    else:
+        entry["cgroup"] = None
+        entry["notes"].insert(0, f"not available: {where}")
+    if not helper:
+        entry["notes"].insert(0, "not available: leashed-helper (with pidfd_open) is needed")
+    return entry
 
 
 _GROUP_NOTES = [

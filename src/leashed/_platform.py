@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from . import _helper, _windows
+from . import _cgroup, _helper, _windows
 from ._linux import has_pidfd
 from ._plan import LeashPlan, LeashRequest, Mechanism, plan_from, validate_request
 
@@ -28,10 +28,26 @@ def default_mechanism() -> Mechanism:
     return "direct" if IS_LINUX else "guardian"
 
 
-def _mechanism_for(request: LeashRequest) -> Mechanism:
+def tree_mechanism() -> Mechanism:
+    """What ``tree=True`` uses here: a cgroup of its own where this process may write a
+    cgroup v2 hierarchy (Linux), else the supervisor."""
+    return "cgroup" if IS_LINUX and _cgroup.available() else "supervisor"
+
+
+def _mechanism_for(request: LeashRequest, *, spawned_here: bool = True) -> Mechanism:
+    """The mechanism of a request; ``spawned_here``: we execute the child ourselves
+    (leashed.Popen, leashed.asyncio), which the cgroup mechanism needs."""
+    if request.mechanism == "cgroup" and not (spawned_here and IS_LINUX and _cgroup.available()):
+        if not spawned_here:
+            raise ValueError(
+                "mechanism='cgroup' needs the child spawned by leashed.Popen or leashed.asyncio"
+            )
+        raise _cgroup.unavailable_error()
     if request.mechanism is not None:
         return request.mechanism
-    if request.tree or request.grace_s is not None:
+    if request.tree:
+        return tree_mechanism() if spawned_here else "supervisor"
+    if request.grace_s is not None:
         return "supervisor"
     return default_mechanism()
 
@@ -147,7 +163,7 @@ def plan_for_wrap(**options: Any) -> LeashPlan:
             "the child's process handle; use leashed.Popen or leashed.asyncio"
         )
     request = _request(**options)
-    plan = plan_from(request, _mechanism_for(request))
+    plan = plan_from(request, _mechanism_for(request, spawned_here=False))
     if _helper.helper_path() is None:
         raise _helper.missing_error("leashed.wrap")
     plan = _process_scoped(request, plan)
@@ -173,7 +189,9 @@ def plan_for_cli(
         mechanism=mechanism,
         keep_leftovers=keep_leftovers,
     )
-    plan = _process_scoped(request, plan_from(request, _mechanism_for(request)))
+    plan = _process_scoped(
+        request, plan_from(request, _mechanism_for(request, spawned_here=False))
+    )
     if _helper.helper_path() is None:
         raise _helper.missing_error("leashed run")
     _require_pidfd(plan, "leashed run", "run it without --tree, --grace and --pid")

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import _helper, _lifeline, _seam, _spawner
+from . import _cgroup, _helper, _lifeline, _seam, _spawner
 from ._fds import listener_above_stdio, pipe_above_stdio, socketpair_above_stdio
 from ._linux import fallback_preexec_fn, has_pidfd
 from ._plan import SIGKILL, LeashPlan
@@ -55,6 +55,7 @@ class ChildLeash:
         self.control: socket.socket | None = None
         self.control_name: str | None = None
         self.pidfd: int | None = None
+        self.cgroup: _cgroup.Slot | None = None  # the cgroup mechanism's cgroup
 
     @property
     def supervised(self) -> bool:
@@ -64,6 +65,8 @@ class ChildLeash:
     def close(self) -> None:
         """Release the control socket and the pidfd (the child is reaped or let go)."""
         self.control_name = None
+        if self.cgroup is not None:
+            self.cgroup.release()
         if self.control is not None:
             self.control.close()
             self.control = None
@@ -131,8 +134,13 @@ def execute_child(popen: Any, call: dict[str, Any]) -> None:
     report_read, report_write = pipe_above_stdio()
     for_child = [report_write]  # the fds the helper inherits, ours to close after the spawn
     try:
-        lifeline = parent_pid = control = watch_pid = None
-        if plan.mechanism == "direct":
+        lifeline = parent_pid = control = watch_pid = join_fd = None
+        if plan.mechanism == "cgroup":
+            parent_pid = os.getpid()
+            leash.cgroup = _cgroup.leashes().acquire(plan)
+            join_fd = leash.cgroup.open_procs()
+            for_child.append(join_fd)
+        elif plan.mechanism == "direct":
             parent_pid = os.getpid()
         else:
             lifeline = _lifeline.lifeline_read_fd()
@@ -153,7 +161,7 @@ def execute_child(popen: Any, call: dict[str, Any]) -> None:
             leash.control, control = socketpair_above_stdio()
             for_child.append(control)
         options = _helper_options(
-            helper, plan, report_write, parent_pid, lifeline, watch_pid, control, call
+            helper, plan, report_write, parent_pid, lifeline, watch_pid, control, join_fd, call
         )
         if listener is not None:  # a new fd number each time: not in the cached part
             options = (*options[:-1], "-L", str(listener), options[-1])
@@ -176,12 +184,14 @@ def execute_child(popen: Any, call: dict[str, Any]) -> None:
         for fd in (report_read, *for_child):
             with contextlib.suppress(OSError):
                 os.close(fd)
+        _cgroup_started(leash, 0)
         raise
     failure = read_report(report_read)
     if failure is not None:
         _seam.reap_failed_start(popen)
-        leash.close()
+        _cgroup_started(leash, 0)
         raise report_error(*failure, filename=program)
+    _cgroup_started(leash, popen.pid)
     if plan.kill_on_drop and plan.mechanism != "supervisor":
         leash.pidfd = _pidfd_of(popen.pid)
 
@@ -220,6 +230,7 @@ def _helper_options(
     lifeline: int | None,
     watch_pid: int | None,
     control: int | None,
+    join_fd: int | None,
     call: dict[str, Any],
 ) -> tuple[Any, ...]:
     """``helper MODE [OPTION VALUE]... --`` for this spawn (see HelperCommand.argv)."""
@@ -239,6 +250,7 @@ def _helper_options(
         lifeline,
         watch_pid,
         control,
+        join_fd,
     )
     options = _options_cache.get(key) if cacheable else None
     if options is None:
@@ -249,6 +261,7 @@ def _helper_options(
             lifeline_fd=lifeline,
             watch_pid=watch_pid,
             control_fd=control,
+            join_fd=join_fd,
             uid=uid,
             gid=gid,
             extra_groups=gids,
@@ -261,6 +274,15 @@ def _helper_options(
                 _options_cache.clear()
             _options_cache[key] = options
     return options
+
+
+def _cgroup_started(leash: ChildLeash, pid: int) -> None:
+    """Tell the watcher the target runs in its cgroup (pid 0: it never ran, which ends the
+    cgroup and frees it)."""
+    if leash.cgroup is not None:
+        leash.cgroup.started(pid)
+        if not pid:
+            leash.close()
 
 
 def _spawn(popen: Any, call: dict[str, Any], *, on_long_lived_thread: bool) -> None:
@@ -300,6 +322,11 @@ def send_signal(popen: Any, sig: int, stdlib_send: Callable[[int], None]) -> Non
     """As subprocess's send_signal; a supervisor relays it to the target (SIGKILL: the
     tree), answering as os.kill would (OSError(EINVAL) for a bad signal number)."""
     leash: ChildLeash = popen._leash
+    if leash.cgroup is not None and _signal_number(sig) == SIGKILL:
+        popen.poll()  # a reaped target's cgroup is not ours to kill any more
+        if popen.returncode is None or leash.plan.keep_leftovers:
+            leash.cgroup.kill()  # the tree, at once; the target is our child: wait() sees it
+        return
     if not leash.supervised:
         stdlib_send(sig)
         return
@@ -384,6 +411,11 @@ def _exchange(control: socket.socket, op: ControlOp, value: int) -> int | None:
 def drop(popen: Any) -> None:
     """End the child as if the parent had died (its death signal, its grace)."""
     leash: ChildLeash = popen._leash
+    if leash.cgroup is not None:
+        if popen.poll() is None or leash.plan.keep_leftovers:
+            leash.cgroup.end()
+        leash.close()
+        return
     if popen.poll() is not None:
         if leash.plan.keep_leftovers and leash.supervised:
             _ask_supervisor(leash, ControlOp.RELEASE, 0)  # the kept leftovers

@@ -72,7 +72,12 @@ OPTIONS = {
     "uid": _Option("-U", _ALL),
     "gid": _Option("-G", _ALL),
     "extra_groups": _Option("-X", _ALL),
+    "join_fd": _Option("-J", frozenset({"direct"})),
 }
+#: The helper mode of each mechanism that is not itself a mode: the cgroup mechanism's
+#: target is executed by direct mode, which joins its cgroup (-J) instead of arming
+#: PR_SET_PDEATHSIG; tree, grace and keep_leftovers are the watcher's business.
+MODE_OF = {"cgroup": "direct"}
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,7 @@ class HelperCommand:
     uid: int | None = None
     gid: int | None = None
     extra_groups: Sequence[int] | None = None
+    join_fd: int | None = None
 
     def argv(self, helper: str, program: Any, target_argv: Sequence[Any]) -> list[Any]:
         """``helper MODE [OPTION VALUE]... -- PROGRAM [ARGV...]``.
@@ -95,22 +101,24 @@ class HelperCommand:
         ``program`` and ``target_argv`` pass through untouched, so the standard library
         raises its own TypeError/ValueError for bad ones, exactly as for a plain Popen.
         """
-        mode = self.plan.mechanism
+        mode = MODE_OF.get(self.plan.mechanism, self.plan.mechanism)
+        by_helper = mode == self.plan.mechanism  # else the watcher ends the tree
         values: dict[str, object] = {
             "report_fd": self.report_fd,
             "parent_pid": self.parent_pid,
-            "death_signal": self.plan.death_signal,
-            "grace_ms": self.plan.grace_ms,
+            "death_signal": self.plan.death_signal if by_helper else None,
+            "grace_ms": self.plan.grace_ms if by_helper else None,
             "lifeline_fd": self.lifeline_fd,
             "watch_pid": self.watch_pid,
             "control_fd": self.control_fd,
-            "tree": self.plan.tree or None,
-            "keep_leftovers": self.plan.keep_leftovers or None,
+            "tree": (self.plan.tree and by_helper) or None,
+            "keep_leftovers": (self.plan.keep_leftovers and by_helper) or None,
             "uid": self.uid,
             "gid": self.gid,
             "extra_groups": None
             if self.extra_groups is None
             else ",".join(map(str, self.extra_groups)),
+            "join_fd": self.join_fd,
         }
         cmd: list[Any] = [helper, mode]
         for name, value in values.items():
