@@ -489,8 +489,11 @@ static void open_watched(struct watcher *w, const struct opts *o)
 	w->wfd = lh_open_watch(o->watch);
 	if (w->wfd < 0)
 		lh_fail(o, STAGE_ARM, errno, "arm the leash", NULL);
-	if (o->ppid && getppid() != o->ppid)
-		_exit(1); /* the parent is gone: the pidfd may name a reused pid */
+	if (o->ppid && getppid() != o->ppid) { /* gone already: the pidfd may name a reused pid */
+		close(w->wfd);
+		w->wfd = -1;
+		w->parent_gone = 1; /* what it left is ended all the same */
+	}
 	for (i = 0; i < SLOT_MAX; i++)
 		slots[i].fd = -1;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {

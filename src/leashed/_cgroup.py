@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
+import select
 import socket
 import struct
 import subprocess
@@ -55,7 +57,7 @@ class Site:
 
 def _unescape(field: str) -> str:
     """A mountinfo path field: octal escapes (\\040 for a space) decoded."""
-    return field.encode().decode("unicode_escape").encode("latin-1").decode(errors="surrogateescape")
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def _cgroup2_mount() -> tuple[str, str] | None:
@@ -259,6 +261,7 @@ class Leashes:
             argv += ["-r", str(report_write), "--", self.path]
             launcher = subprocess.Popen(
                 argv,
+                env={},  # it needs none, and must not carry the caller's into the future
                 pass_fds=(theirs, life, report_write),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -304,7 +307,20 @@ class Leashes:
         """One message to the watcher (mended first if it is gone)."""
         with self.lock:
             self.ensure_watcher()
+            self._deliver(op, slot)
+
+    def _deliver(self, op: int, slot: Slot) -> None:
+        """_send; a watcher that died unnoticed is replaced, which registers every running
+        slot again (PREPARE, START), so only END is sent once more."""
+        try:
             self._send(op, slot)
+        except OSError:
+            if self.sock is not None:
+                self.sock.close()
+                self.sock = None
+            self.ensure_watcher()
+            if op == MSG_END:
+                self._send(op, slot)
 
     def _send(self, op: int, slot: Slot) -> None:
         plan = slot.plan
@@ -326,7 +342,7 @@ class Leashes:
             else:
                 index = self._make()
             slot = self.running[index] = Slot(self, index, plan)
-            self._send(MSG_PREPARE, slot)
+            self._deliver(MSG_PREPARE, slot)
             return slot
 
     def _make(self) -> int:
@@ -364,8 +380,6 @@ class Leashes:
 
 def _peer_closed(sock: socket.socket) -> bool:
     """Whether the watcher's end of the socket is closed (it died)."""
-    import select
-
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLRDHUP | select.POLLHUP)
     return bool(poller.poll(0))
