@@ -313,3 +313,20 @@ def test_unprivileged_in_a_cgroup_it_cannot_write_uses_the_supervisor(delegated:
     report = json.loads(out.splitlines()[-1])
     assert report["available"] is False and report["mechanism"] == "supervisor"
     assert any("not writable" in note for note in report["notes"])
+
+
+def test_drop_gives_the_death_signal_and_the_grace(case_marker: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = leashed.Popen(
+        ["sh", "-c", "trap 'echo term; exit 0' TERM; sleep 300 & wait"],
+        tree=True,
+        grace=5.0,
+        death_signal=signal.SIGTERM,
+        stdout=out.open("w"),
+    )
+    assert proc.mechanism == "cgroup"
+    assert len(wait_for_named(case_marker, "sleep", 1)) == 1
+    proc.drop()
+    assert proc.wait(timeout=10) == 0  # the target's own status: it is our child
+    assert wait_until_gone(case_marker, 2.0) == []
+    assert out.read_text() == "term\n"
