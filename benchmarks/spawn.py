@@ -14,7 +14,9 @@ Ways:
   plain            subprocess.Popen(argv).wait()
   preexec_prctl    subprocess.Popen(argv, preexec_fn=prctl(PR_SET_PDEATHSIG)) - forces fork()
   leashed_direct   leashed.Popen(argv).wait()             (exec helper, same pid)
-  leashed_tree     leashed.Popen(argv, tree=True).wait()   (subreaper supervisor)
+  leashed_tree     leashed.Popen(argv, tree=True).wait()   (this machine's tree default)
+  leashed_cgroup   ... tree=True, mechanism="cgroup"       (own cgroup v2, where available)
+  leashed_supervisor ... tree=True, mechanism="supervisor" (subreaper supervisor, front)
   processkit       processkit.Command(...).kill_on_parent_death().exit_code(), if importable
 
     python benchmarks/spawn.py [--rss 50M,2G] [--n 200] [--quick] [--json PATH]
@@ -35,7 +37,15 @@ from typing import Any
 
 import _common
 
-WAYS = ("plain", "preexec_prctl", "leashed_direct", "leashed_tree", "processkit")
+WAYS = (
+    "plain",
+    "preexec_prctl",
+    "leashed_direct",
+    "leashed_tree",
+    "leashed_cgroup",
+    "leashed_supervisor",
+    "processkit",
+)
 #: Ways whose spawn is a fork() of the whole parent: timed in rounds of their own.
 FORKING_WAYS = ("preexec_prctl", "processkit")
 LABELS = {
@@ -43,6 +53,8 @@ LABELS = {
     "preexec_prctl": "Popen(preexec_fn=prctl)",
     "leashed_direct": "leashed.Popen",
     "leashed_tree": "leashed.Popen(tree=True)",
+    "leashed_cgroup": "leashed.Popen(tree=True) cgroup",
+    "leashed_supervisor": "leashed.Popen(tree=True) supervisor",
     "processkit": "processkit-py kill_on_parent_death",
 }
 COMMANDS = {"true": ["/bin/true"], "python": [sys.executable, "-c", "pass"]}
@@ -64,7 +76,16 @@ def _make_ways(skipped: dict[str, str]) -> dict[str, Callable[[list[str]], int]]
         "preexec_prctl": lambda argv: subprocess.Popen(argv, preexec_fn=pdeathsig).wait(),
         "leashed_direct": lambda argv: int(leashed.Popen(argv).wait()),
         "leashed_tree": lambda argv: int(leashed.Popen(argv, tree=True).wait()),
+        "leashed_supervisor": lambda argv: int(
+            leashed.Popen(argv, tree=True, mechanism="supervisor").wait()
+        ),
     }
+    if leashed.capabilities()["mechanisms"]["cgroup"]["available"]:
+        ways["leashed_cgroup"] = lambda argv: int(
+            leashed.Popen(argv, tree=True, mechanism="cgroup").wait()
+        )
+    else:
+        skipped["leashed_cgroup"] = "no writable cgroup v2 hierarchy here"
     try:
         import processkit
 

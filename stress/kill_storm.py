@@ -15,8 +15,11 @@ exit status 1.
 What is promised, per mode:
   direct    leashed.Popen(argv): the direct child only (PR_SET_PDEATHSIG). The backgrounded
             grandchild is not promised: it is counted apart, as information, and killed.
-  tree      leashed.Popen(argv, tree=True): the supervisor and every descendant,
-            grandchildren included. All count.
+  tree      leashed.Popen(argv, tree=True, mechanism="supervisor"): the supervisor and
+            every descendant, grandchildren included. All count.
+  cgroup    leashed.Popen(argv, tree=True, mechanism="cgroup"): every descendant, and the
+            parent's leash cgroups must be gone too (a cgroup left counts as a survivor).
+            Only where a writable cgroup v2 hierarchy is found (root here).
   guardian  leashed.Popen(argv, mechanism="guardian"): the target and its guardian; like
             direct, grandchildren are not promised (counted apart).
   unleashed plain subprocess.Popen, as direct: the harness's own check. It must report
@@ -48,7 +51,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-MODES = ("direct", "tree", "guardian")
+MODES = ("direct", "tree", "guardian", "cgroup")
+#: The modes that promise every descendant.
+WHOLE_TREE = ("tree", "cgroup")
 GEN_ENV = b"LEASHED_STORM_GEN"
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -67,7 +72,8 @@ import os, random, sys, threading, time
 import leashed
 mode, nthreads, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rng = random.Random(seed)
-kw = {"direct": {}, "tree": {"tree": True}, "guardian": {"mechanism": "guardian"},
+kw = {"direct": {}, "tree": {"tree": True, "mechanism": "supervisor"},
+      "guardian": {"mechanism": "guardian"}, "cgroup": {"tree": True, "mechanism": "cgroup"},
       "unleashed": {}}[mode]
 Popen = __import__("subprocess").Popen if mode == "unleashed" else leashed.Popen
 argv = ["sh", "-c", "LEASHED_STORM_GEN=2 sleep 300 & exec sleep 300"]
@@ -158,6 +164,25 @@ def _count_spawned(fd: int, deadline: float) -> int:
         count += data.count(b"+")
 
 
+def _cgroup2_mount() -> Path | None:
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[fields.index("-") + 1] == "cgroup2":
+            return Path(fields[4])
+    return None
+
+
+def _leash_cgroups_of(pid: int) -> list[Path]:
+    """The cgroup mechanism's cgroups of the parent ``pid`` still there (three levels)."""
+    mount = _cgroup2_mount()
+    if mount is None:
+        return []
+    found: list[Path] = []
+    for depth in ("", "*/", "*/*/"):
+        found += mount.glob(f"{depth}leashed-{pid}-*")
+    return found
+
+
 def trial(
     mode: str,
     rng: random.Random,
@@ -218,9 +243,10 @@ def trial(
     while True:
         reap_orphans()
         procs = marked(marker)
-        promised = [p for p, grandchild in procs.items() if mode == "tree" or not grandchild]
+        promised = [p for p, grandchild in procs.items() if mode in WHOLE_TREE or not grandchild]
+        cgroups = _leash_cgroups_of(parent.pid) if mode == "cgroup" else []
         now = time.monotonic()
-        if promised:
+        if promised or cgroups:
             clean_scans = 0
             seen_at = now
         else:
@@ -230,10 +256,13 @@ def trial(
         if now >= deadline:
             break
         time.sleep(0.002)
-    survivors = [
+    survivors: list[dict[str, Any]] = [
         {"pid": p, "ppid": (proc_stat(p) or ("?", 0))[1], "cmdline": _cmdline(p)} for p in promised
     ]
-    unpromised = sum(1 for grandchild in procs.values() if grandchild) if mode != "tree" else 0
+    survivors += [{"cgroup": str(c)} for c in cgroups]
+    unpromised = (
+        sum(1 for grandchild in procs.values() if grandchild) if mode not in WHOLE_TREE else 0
+    )
     kill_marked(marker)
     reap_orphans()
     return {
@@ -310,6 +339,10 @@ def main(argv: list[str] | None = None, *, subreaper: bool = False) -> int:
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     rng = random.Random(seed)
     modes = list(MODES) if args.mode == "all" else [args.mode]
+    mount = _cgroup2_mount()
+    if args.mode == "all" and (mount is None or not os.access(mount, os.W_OK)):
+        modes.remove("cgroup")
+        print("cgroup mode left out: no writable cgroup v2 hierarchy here", flush=True)
     target = "the parent's whole process group" if args.kill_group else "the parent"
     print(
         f"kill storm: {args.trials} trials per mode, modes {','.join(modes)}, seed {seed}, "
@@ -329,7 +362,7 @@ def main(argv: list[str] | None = None, *, subreaper: bool = False) -> int:
         results[mode] = r
         extra = (
             f", {r['unpromised_grandchildren_left']} unpromised grandchildren left (expected)"
-            if mode != "tree"
+            if mode not in WHOLE_TREE
             else ""
         )
         print(
