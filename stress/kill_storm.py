@@ -172,14 +172,21 @@ def _cgroup2_mount() -> Path | None:
     return None
 
 
-def _leash_cgroups_of(pid: int) -> list[Path]:
-    """The cgroup mechanism's cgroups of the parent ``pid`` still there (three levels)."""
+def _start_time(pid: int) -> str:
+    """Field 22 of /proc/PID/stat: with the pid, it names a process (and its cgroups)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return f.read().rsplit(b")", 1)[1].split()[19].decode()
+
+
+def _leash_cgroups_of(pid: int, started: str) -> list[Path]:
+    """The cgroup mechanism's cgroups of the parent ``pid`` (its start time: pids are
+    reused) still there, three levels deep."""
     mount = _cgroup2_mount()
     if mount is None:
         return []
     found: list[Path] = []
     for depth in ("", "*/", "*/*/"):
-        found += mount.glob(f"{depth}leashed-{pid}-*")
+        found += mount.glob(f"{depth}leashed-{pid}-{started}")
     return found
 
 
@@ -215,6 +222,7 @@ def trial(
                 raise RuntimeError(
                     f"parent did not start: {go!r}\n{errors.read().decode(errors='replace')}"
                 )
+            started = _start_time(parent.pid)
             delay = rng.uniform(0.0, max_delay)
             time.sleep(delay)
             start = time.monotonic()
@@ -244,7 +252,7 @@ def trial(
         reap_orphans()
         procs = marked(marker)
         promised = [p for p, grandchild in procs.items() if mode in WHOLE_TREE or not grandchild]
-        cgroups = _leash_cgroups_of(parent.pid) if mode == "cgroup" else []
+        cgroups = _leash_cgroups_of(parent.pid, started) if mode == "cgroup" else []
         now = time.monotonic()
         if promised or cgroups:
             clean_scans = 0

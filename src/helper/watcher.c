@@ -2,7 +2,8 @@
  *
  *   leashed-helper watcher -p PPID -w PPID -c SOCK [-l LIFE] [-r REPORT] -- CGROUP_DIR
  *
- * CGROUP_DIR is the parent process's own cgroup of leash cgroups (leashed-PID-START); each
+ * CGROUP_DIR is the parent process's own cgroup of leash cgroups (leashed-PID-START, made
+ * here if it does not exist yet: a new watcher adopts an existing one); each
  * target runs in a child cgroup "tN" of it, joined before the target executes (direct mode
  * -J). The launcher opens what it watches, forks the watcher into a session of its own (a
  * kill of the parent's process group does not reach it) and exits. The watcher then:
@@ -470,7 +471,7 @@ static void adopt(struct watcher *w)
 		}
 }
 
-/* In the launcher: what the watcher watches, opened while the parent is ours (-p). */
+/* In the launcher: the parent's pidfd, opened while the parent is ours (-p). */
 static void open_watched(struct watcher *w, const struct opts *o)
 {
 	struct rlimit rl;
@@ -483,9 +484,6 @@ static void open_watched(struct watcher *w, const struct opts *o)
 	for (w->name = o->prog, i = 0; o->prog[i]; i++)
 		if (o->prog[i] == '/' && o->prog[i + 1])
 			w->name = o->prog + i + 1;
-	w->dir = lh_high_fd(open(o->prog, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0));
-	if (w->dir < 0)
-		lh_fail(o, STAGE_SETUP, errno, "open", o->prog);
 	w->wfd = lh_open_watch(o->watch);
 	if (w->wfd < 0)
 		lh_fail(o, STAGE_ARM, errno, "arm the leash", NULL);
@@ -502,8 +500,20 @@ static void open_watched(struct watcher *w, const struct opts *o)
 	}
 }
 
+/* CGROUP_DIR is made by the watcher itself, once it runs detached: if the parent (or the
+ * launcher) dies before, nothing is left; once it is made, the watcher removes it, even
+ * when the parent is already gone. */
+static void open_dir(struct watcher *w, const struct opts *o)
+{
+	if (mkdir(o->prog, 0755) < 0 && errno != EEXIST)
+		lh_fail(o, STAGE_SETUP, errno, "mkdir", o->prog);
+	w->dir = lh_high_fd(open(o->prog, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0));
+	if (w->dir < 0)
+		lh_fail(o, STAGE_SETUP, errno, "open", o->prog);
+}
+
 /* The watcher runs in a session of its own; the launcher exits 0 once it is forked. */
-static void detach(const struct opts *o)
+static void detach(struct watcher *w, const struct opts *o)
 {
 	struct sigaction ign;
 	pid_t pid = fork();
@@ -512,6 +522,7 @@ static void detach(const struct opts *o)
 		lh_fail(o, STAGE_FORK, errno, "fork the watcher", NULL);
 	if (pid > 0)
 		_exit(0);
+	open_dir(w, o);
 	if (o->report_fd >= 0)
 		close(o->report_fd); /* the caller's EOF: armed */
 	setsid();
@@ -527,7 +538,7 @@ _Noreturn void lh_run_watcher(struct opts *o)
 	static struct watcher w;
 
 	open_watched(&w, o);
-	detach(o);
+	detach(&w, o);
 	adopt(&w);
 	tell(&w, TELL_READY, 0);
 	while (!w.parent_gone)

@@ -232,7 +232,7 @@ class Leashes:
         self.emptied: set[int] = set()  # released by the watcher, still held by a child
         self.free: list[int] = []
         self.made = 0  # t0 .. t(made-1) exist or existed
-        os.mkdir(self.path, 0o755)
+        # self.path is made by the watcher: a parent killed before it runs leaves nothing
 
     # -- the watcher --------------------------------------------------------------------
 
@@ -259,7 +259,7 @@ class Leashes:
             pid = str(os.getpid())
             argv = [helper, "watcher", "-p", pid, "-w", pid, "-c", str(theirs), "-l", str(life)]
             argv += ["-r", str(report_write), "--", self.path]
-            launcher = subprocess.Popen(
+            launcher = _STDLIB_POPEN(
                 argv,
                 env={},  # it needs none, and must not carry the caller's into the future
                 pass_fds=(theirs, life, report_write),
@@ -376,6 +376,13 @@ class Leashes:
         else:
             with contextlib.suppress(OSError):  # the watcher removes what is left at the end
                 os.rmdir(os.path.join(self.path, f"t{index}"))
+
+
+#: subprocess's own Popen, even where subprocess.Popen is leashed's (patched): the
+#: launcher must not be leashed itself (a death signal could stop it half-way).
+_STDLIB_POPEN = next(
+    c for c in subprocess.Popen.__mro__ if c.__module__ == "subprocess" and c.__name__ == "Popen"
+)
 
 
 def _peer_closed(sock: socket.socket) -> bool:
