@@ -59,4 +59,6 @@ def no_survivors_at_end() -> Iterator[None]:
         kill_marked(SUITE_VAR, marker)
         pytest.fail("processes started by the suite are still alive:\n" + "\n".join(descriptions))
     if cgroups_left:
-        pytest.fail("leash cgroups whose parent is gone are left behind: " + ", ".join(cgroups_left))
+        pytest.fail(
+            "leash cgroups whose parent is gone are left behind: " + ", ".join(cgroups_left)
+        )

@@ -73,7 +73,9 @@ def test_sigkill_of_the_front_gives_the_target_its_grace(tmp_path: Path, case_ma
 def test_sigkill_of_the_group_the_front_leads_ends_the_tree(case_marker: str) -> None:
     """start_new_session=True: the caller's killpg(proc.pid, SIGKILL) reaches the front and
     the target; the supervisor, in a group of its own, ends the rest."""
-    proc = leashed.Popen(["sh", "-c", TREE], tree=True, mechanism="supervisor", start_new_session=True)
+    proc = leashed.Popen(
+        ["sh", "-c", TREE], tree=True, mechanism="supervisor", start_new_session=True
+    )
     try:
         _tree_started(case_marker, 0)
         assert os.getpgid(proc.pid) == proc.pid
@@ -189,7 +191,11 @@ def test_keep_leftovers_outlive_the_target_until_the_parent_dies(case_marker: st
 
 
 def test_without_keep_leftovers_the_tree_ends_with_the_target(case_marker: str) -> None:
-    proc = leashed.Popen(["sh", "-c", "(setsid sleep 300 >/dev/null 2>&1 &); exit 3"], tree=True, mechanism="supervisor")
+    proc = leashed.Popen(
+        ["sh", "-c", "(setsid sleep 300 >/dev/null 2>&1 &); exit 3"],
+        tree=True,
+        mechanism="supervisor",
+    )
     assert proc.wait(timeout=10) == 3
     assert wait_until_gone(case_marker, 5.0) == []
 
@@ -235,8 +241,8 @@ def test_keep_leftovers_needs_tree() -> None:
 MANY = """
     import os, resource, subprocess, leashed
     resource.setrlimit(resource.RLIMIT_NOFILE, (48, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-    procs = [leashed.Popen(["sleep", "300"], tree=True, mechanism="supervisor", stdin=subprocess.DEVNULL)
-             for _ in range(120)]
+    procs = [leashed.Popen(["sleep", "300"], tree=True, mechanism="supervisor",
+                           stdin=subprocess.DEVNULL) for _ in range(120)]
     procs[0].send_signal(0)  # the control socket answers
     print(len(procs), len(os.listdir("/proc/self/fd")), flush=True)
     import time; time.sleep(300)
@@ -306,7 +312,13 @@ def test_a_front_following_a_stop_is_continued_when_the_target_is_killed(
 ) -> None:
     """A leading front follows its target's stop; when someone else (the OOM killer)
     kills the stopped target, the front is continued and exits: wait() returns."""
-    proc = leashed.Popen(["sleep", "300"], tree=True, mechanism="supervisor", keep_leftovers=keep, start_new_session=True)
+    proc = leashed.Popen(
+        ["sleep", "300"],
+        tree=True,
+        mechanism="supervisor",
+        keep_leftovers=keep,
+        start_new_session=True,
+    )
     try:
         (target,) = wait_for_named(case_marker, "sleep", 1)
         os.kill(target, signal.SIGSTOP)

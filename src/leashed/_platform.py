@@ -189,9 +189,7 @@ def plan_for_cli(
         mechanism=mechanism,
         keep_leftovers=keep_leftovers,
     )
-    plan = _process_scoped(
-        request, plan_from(request, _mechanism_for(request, spawned_here=False))
-    )
+    plan = _process_scoped(request, plan_from(request, _mechanism_for(request, spawned_here=False)))
     if _helper.helper_path() is None:
         raise _helper.missing_error("leashed run")
     _require_pidfd(plan, "leashed run", "run it without --tree, --grace and --pid")
