@@ -225,7 +225,9 @@ class Leashes:
     """This process's cgroup of leash cgroups, its watcher and its pool."""
 
     def __init__(self, where: Site) -> None:
-        self.lock = threading.Lock()
+        # Reentrant: a garbage-collected Popen (kill_on_drop) may send from inside a locked
+        # section of the same thread.
+        self.lock = threading.RLock()
         self.path = os.path.join(where.path, f"{PREFIX}{os.getpid()}-{_start_time()}")
         self.sock: socket.socket | None = None
         self.running: dict[int, Slot] = {}  # held by a child, or not yet emptied
