@@ -330,3 +330,18 @@ def test_drop_gives_the_death_signal_and_the_grace(case_marker: str, tmp_path: P
     assert proc.wait(timeout=10) == 0  # the target's own status: it is our child
     assert wait_until_gone(case_marker, 2.0) == []
     assert out.read_text() == "term\n"
+
+
+def test_a_caller_with_closed_stdio_is_served_the_same() -> None:
+    """The cgroup.procs fd must not land on 0-2, which the child's stdio then takes."""
+    code = textwrap.dedent(
+        """
+        import os, leashed, subprocess
+        os.close(0)
+        out = leashed.check_output(["sh", "-c", "echo ok; cat /proc/self/cgroup"], tree=True)
+        os.write(2, out)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("ok\n") and "/leashed-" in done.stderr

@@ -28,7 +28,7 @@ import threading
 from dataclasses import dataclass
 
 from . import _helper, _lifeline
-from ._fds import pipe_above_stdio, socketpair_above_stdio
+from ._fds import above_stdio, pipe_above_stdio, socketpair_above_stdio
 from ._plan import LeashPlan
 from ._protocol import read_report, report_error
 
@@ -194,8 +194,10 @@ class Slot:
         return os.path.join(self.leashes.path, f"t{self.index}")
 
     def open_procs(self) -> int:
-        """An fd on its cgroup.procs for the helper's -J (close-on-exec, passed by pass_fds)."""
-        return os.open(os.path.join(self.path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+        """An fd on its cgroup.procs for the helper's -J (close-on-exec, passed by pass_fds;
+        above stdio: the caller may have closed 0-2, which the child's stdio then takes)."""
+        path = os.path.join(self.path, "cgroup.procs")
+        return above_stdio(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
 
     def started(self, pid: int) -> None:
         """The target runs in it (pid 0: the spawn failed); the watcher now watches it."""
