@@ -332,16 +332,21 @@ def test_drop_gives_the_death_signal_and_the_grace(case_marker: str, tmp_path: P
     assert out.read_text() == "term\n"
 
 
-def test_a_caller_with_closed_stdio_is_served_the_same() -> None:
-    """The cgroup.procs fd must not land on 0-2, which the child's stdio then takes."""
+def test_a_caller_with_closed_stdio_is_served_the_same(tmp_path: Path) -> None:
+    """The cgroup.procs fd must not land on 0-2, which the child's stdio then takes
+    (CPython's test_swap_std_fds_with_one_closed does this)."""
+    out = tmp_path / "out"
     code = textwrap.dedent(
-        """
-        import os, leashed, subprocess
-        os.close(0)
-        out = leashed.check_output(["sh", "-c", "echo ok; cat /proc/self/cgroup"], tree=True)
-        os.write(2, out)
+        f"""
+        import os, leashed
+        with open({str(out)!r}, "w") as f:
+            os.close(0)
+            argv = ["sh", "-c", "echo ok; cat /proc/self/cgroup"]
+            assert leashed.Popen(argv, tree=True, stdin=2, stdout=f).wait() == 0
         """
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stderr.startswith("ok\n") and "/leashed-" in done.stderr
+    text = out.read_text()
+    assert text.startswith("ok\n"), text
+    assert "/leashed-" in text.splitlines()[-1], text
