@@ -46,8 +46,9 @@ def own_watchers() -> list[int]:
     return watchers_of(os.getpid())
 
 
-def leash_dirs(root: Path | None = None, depth: int = 4) -> list[Path]:
-    """Every leashed-PID-START cgroup below ``root`` (the mount), ``depth`` levels deep."""
+def leash_dirs(root: Path | None = None, depth: int = 5) -> list[Path]:
+    """Every leashed-PID-START cgroup below ``root`` (the mount), ``depth`` levels deep
+    (nested ones too: a leashed target's own, below its tN)."""
     root = root or cgroup2_mount()
     if root is None:
         return []
@@ -59,7 +60,7 @@ def leash_dirs(root: Path | None = None, depth: int = 4) -> list[Path]:
     for entry in entries:
         if _LEASH_DIR.match(entry.name):
             found.append(entry)
-        elif depth > 1:
+        if depth > 1:
             found += leash_dirs(entry, depth - 1)
     return found
 

@@ -350,3 +350,24 @@ def test_a_caller_with_closed_stdio_is_served_the_same(tmp_path: Path) -> None:
     text = out.read_text()
     assert text.startswith("ok\n"), text
     assert "/leashed-" in text.splitlines()[-1], text
+
+
+NESTED = """
+import leashed, time
+inner = leashed.Popen(["sh", "-c", "setsid sleep 300 & sleep 300"], tree=True)
+assert inner.mechanism == "cgroup"
+time.sleep(300)
+"""
+
+
+def test_a_leashed_target_that_leashes_its_own_tree_is_ended_whole() -> None:
+    """The target's own leash cgroups live below its tN; the outer watcher ends and
+    removes them (the inner watcher, inside tN, dies with it)."""
+    with _parent({"tree": True}, tree=f"exec {sys.executable} -c '{NESTED}'") as parent:
+        parent.read_line()
+        assert len(wait_for_named(parent.marker, "sleep", 2)) == 2
+        nested = [p for p in leash_dirs() if p.parent.name.startswith("t")]
+        assert any(f"/leashed-{parent.proc.pid}-" in str(p) for p in nested), nested
+        parent.kill()
+        assert wait_until_gone(parent.marker, 1.5) == []
+        assert _no_leash_dir_of(parent.proc.pid)

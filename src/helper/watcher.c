@@ -406,19 +406,37 @@ static int any_ending(const struct watcher *w)
 	return 0;
 }
 
-/* Removes every tN left in CGROUP_DIR, then CGROUP_DIR itself; 0 once it is gone. */
-static int remove_all(struct watcher *w)
+#define NEST_MAX 8 /* cgroup levels below a tN removed (a leashed program's own, nested) */
+#define DT_DIR_ 4
+
+/* Removes every cgroup below dirfd, deepest first (a target that leashes its own children
+ * has its own leashed-PID-START below its tN; its watcher died with it). */
+static void remove_below(int dirfd, int depth)
 {
 	char buf[4096];
 	long n, off;
+	int sub;
 
-	lseek(w->dir, 0, SEEK_SET);
-	while ((n = lh_getdents64(w->dir, buf, sizeof buf)) > 0)
+	if (depth <= 0 || lseek(dirfd, 0, SEEK_SET) < 0)
+		return;
+	while ((n = lh_getdents64(dirfd, buf, sizeof buf)) > 0)
 		for (off = 0; off < n; off += ((struct lh_dirent64 *)(buf + off))->d_reclen) {
-			const char *name = ((struct lh_dirent64 *)(buf + off))->d_name;
-			if (name[0] == 't' && name[1] >= '0' && name[1] <= '9')
-				unlinkat(w->dir, name, AT_REMOVEDIR);
+			const struct lh_dirent64 *d = (const struct lh_dirent64 *)(buf + off);
+			if (d->d_type != DT_DIR_ || d->d_name[0] == '.')
+				continue;
+			sub = lh_high_fd(openat(dirfd, d->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0));
+			if (sub >= 0) {
+				remove_below(sub, depth - 1);
+				close(sub);
+			}
+			unlinkat(dirfd, d->d_name, AT_REMOVEDIR);
 		}
+}
+
+/* Removes every cgroup left in CGROUP_DIR, then CGROUP_DIR itself; 0 once it is gone. */
+static int remove_all(struct watcher *w)
+{
+	remove_below(w->dir, NEST_MAX);
 	return unlinkat(AT_FDCWD, w->o->prog, AT_REMOVEDIR) < 0 && errno != ENOENT ? -1 : 0;
 }
 
