@@ -179,15 +179,15 @@ def _start_time(pid: int) -> str:
 
 
 def _leash_cgroups_of(pid: int, started: str) -> list[Path]:
-    """The cgroup mechanism's cgroups of the parent ``pid`` (its start time: pids are
-    reused) still there, three levels deep."""
+    """The cgroup mechanism's cgroup of the parent ``pid`` (its start time: pids are
+    reused) if it is still there: below this harness's cgroup (or the root)."""
     mount = _cgroup2_mount()
     if mount is None:
         return []
-    found: list[Path] = []
-    for depth in ("", "*/", "*/*/"):
-        found += mount.glob(f"{depth}leashed-{pid}-{started}")
-    return found
+    with open("/proc/self/cgroup") as f:  # the parent starts in the harness's cgroup
+        own = next((line[3:].strip() for line in f if line.startswith("0::")), "/")
+    name = f"leashed-{pid}-{started}"
+    return [p for p in {mount / name, mount / own.lstrip("/") / name} if p.exists()]
 
 
 def trial(

@@ -236,6 +236,7 @@ class Leashes:
         self.emptied: set[int] = set()  # released by the watcher, still held by a child
         self.free: list[int] = []
         self.made = 0  # t0 .. t(made-1) exist or existed
+        self._pending = b""  # a part of a message from the watcher
         # self.path is made by the watcher: a parent killed before it runs leaves nothing
 
     # -- the watcher --------------------------------------------------------------------
@@ -245,8 +246,10 @@ class Leashes:
         if self.sock is not None and not _peer_closed(self.sock):
             return
         if self.sock is not None:
+            self._drain()  # what it said before it died still counts
             self.sock.close()
             self.sock = None
+        self._pending = b""
         self._launch()
         for slot in self.running.values():  # a new watcher adopts them
             self._send(MSG_PREPARE, slot)
@@ -287,25 +290,40 @@ class Leashes:
         threading.Thread(target=self._listen, args=(ours,), daemon=True).start()
 
     def _listen(self, sock: socket.socket) -> None:
-        """The watcher's messages; at its EOF (killed?) a new watcher, at once."""
-        buffer = b""
+        """Waits for the watcher's end to close (killed?), and starts a new watcher at
+        once. Woken by that only: its messages are read by the spawns (_drain)."""
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLRDHUP | select.POLLHUP)
         while True:
             try:
-                part = sock.recv(4096)
-            except OSError:
-                part = b""
-            if not part:
+                poller.poll()
                 break
-            buffer += part
-            while len(buffer) >= TELLING.size:
-                what, index = TELLING.unpack_from(buffer)
-                buffer = buffer[TELLING.size :]
-                if what == TELL_RELEASED:
-                    self.watcher_released(index)
+            except InterruptedError:  # pragma: no cover (PEP 475 retries)
+                continue
+            except (OSError, ValueError):
+                break
         with self.lock:
             if self.sock is sock and _state is self:
                 with contextlib.suppress(OSError):
                     self.ensure_watcher()
+
+    def _drain(self) -> None:
+        """The watcher's messages so far (RELEASED: a cgroup is empty). Lock held."""
+        while self.sock is not None:
+            try:
+                data = self.sock.recv(TELLING.size * 512, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                return  # EOF: ensure_watcher notices it
+            self._pending += data
+            whole = len(self._pending) - len(self._pending) % TELLING.size
+            for what, index in TELLING.iter_unpack(self._pending[:whole]):
+                if what == TELL_RELEASED:
+                    self._released(index)
+            self._pending = self._pending[whole:]
 
     def send(self, op: int, slot: Slot) -> None:
         """One message to the watcher (mended first if it is gone)."""
@@ -341,6 +359,7 @@ class Leashes:
         """A cgroup for one target, registered with a live watcher before the spawn."""
         with self.lock:
             self.ensure_watcher()
+            self._drain()
             if self.free:
                 index = self.free.pop()
             else:
@@ -357,15 +376,14 @@ class Leashes:
         self.made += 1
         return index
 
-    def watcher_released(self, index: int) -> None:
-        with self.lock:
-            slot = self.running.get(index)
-            if slot is None:
-                return
-            if slot.held:
-                self.emptied.add(index)
-            else:
-                self._free(index)
+    def _released(self, index: int) -> None:
+        slot = self.running.get(index)
+        if slot is None:
+            return
+        if slot.held:
+            self.emptied.add(index)
+        else:
+            self._free(index)
 
     def owner_done(self, index: int) -> None:
         with self.lock:
