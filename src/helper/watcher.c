@@ -540,10 +540,10 @@ static void detach(struct watcher *w, const struct opts *o)
 		lh_fail(o, STAGE_FORK, errno, "fork the watcher", NULL);
 	if (pid > 0)
 		_exit(0);
+	setsid(); /* first: a kill of the parent's group from now on cannot stop it half-way */
 	open_dir(w, o);
 	if (o->report_fd >= 0)
 		close(o->report_fd); /* the caller's EOF: armed */
-	setsid();
 	chdir("/");
 	lh_close_stdio();
 	memset(&ign, 0, sizeof ign);
