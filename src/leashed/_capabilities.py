@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from . import _cgroup, _helper, _windows
+from . import _helper, _windows
 from ._linux import has_pidfd
 from ._platform import IS_LINUX, IS_WINDOWS, default_mechanism, tree_mechanism
 
@@ -85,39 +85,40 @@ def _linux_mechanisms(helper: bool, pidfd: bool) -> dict[str, dict[str, Any]]:
         whole_tree=False,
         available=helper and pidfd,
     )
-    return {
-        "direct": direct,
-        "supervisor": supervisor,
-        "guardian": guardian,
-        "cgroup": _cgroup_entry(helper and pidfd),
-    }
+    mechanisms = {"direct": direct, "supervisor": supervisor, "guardian": guardian}
+    if sys.platform == "linux":
+        mechanisms["cgroup"] = _cgroup_entry(helper and pidfd)
+    return mechanisms
 
 
-def _cgroup_entry(helper: bool) -> dict[str, Any]:
-    """The cgroup mechanism: where its cgroups would go, or why it is not available."""
-    where = _cgroup.site()
-    entry = _entry(
-        "the target joins a cgroup v2 of its own before it runs (leashed-helper direct -J); "
-        "one detached watcher per process: death signal, grace, then cgroup.kill",
-        whole_tree=True,
-        available=helper and isinstance(where, _cgroup.Site),
-        notes=[
-            "whole tree with tree=True: membership is inherited and cannot be left without "
-            "write access to another cgroup (a privileged descendant can leave)",
-            "proc.pid is the target's own pid; kill() is cgroup.kill of its cgroup",
-            "a SIGKILLed watcher is replaced at once by a thread of this process (and checked "
-            "before every spawn); a parent death in that gap of milliseconds leaves the "
-            "tree running",
-        ],
-    )
-    if isinstance(where, _cgroup.Site):
-        entry["cgroup"] = where.path
-    else:
-        entry["cgroup"] = None
-        entry["notes"].insert(0, f"not available: {where}")
-    if not helper:
-        entry["notes"].insert(0, "not available: leashed-helper (with pidfd_open) is needed")
-    return entry
+if sys.platform == "linux":
+    from . import _cgroup
+
+    def _cgroup_entry(helper: bool) -> dict[str, Any]:
+        """The cgroup mechanism: where its cgroups would go, or why it is not available."""
+        where = _cgroup.site()
+        entry = _entry(
+            "the target joins a cgroup v2 of its own before it runs (leashed-helper direct -J); "
+            "one detached watcher per process: death signal, grace, then cgroup.kill",
+            whole_tree=True,
+            available=helper and isinstance(where, _cgroup.Site),
+            notes=[
+                "whole tree with tree=True: membership is inherited and cannot be left without "
+                "write access to another cgroup (a privileged descendant can leave)",
+                "proc.pid is the target's own pid; kill() is cgroup.kill of its cgroup",
+                "a SIGKILLed watcher is replaced at once by a thread of this process (and checked "
+                "before every spawn); a parent death in that gap of milliseconds leaves the "
+                "tree running",
+            ],
+        )
+        if isinstance(where, _cgroup.Site):
+            entry["cgroup"] = where.path
+        else:
+            entry["cgroup"] = None
+            entry["notes"].insert(0, f"not available: {where}")
+        if not helper:
+            entry["notes"].insert(0, "not available: leashed-helper (with pidfd_open) is needed")
+        return entry
 
 
 _GROUP_NOTES = [

@@ -24,6 +24,7 @@ import select
 import socket
 import struct
 import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -31,6 +32,8 @@ from . import _helper, _lifeline
 from ._fds import above_stdio, pipe_above_stdio, socketpair_above_stdio
 from ._plan import LeashPlan
 from ._protocol import read_report, report_error
+
+assert sys.platform == "linux", "cgroups are Linux's"  # for type checkers
 
 #: parent -> watcher: (op, index, pid, signal, grace_ms or -1, keep); see watcher.c.
 MESSAGE = struct.Struct("=6i")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from . import _cgroup, _helper, _windows
+from . import _helper, _windows
 from ._linux import has_pidfd
 from ._plan import LeashPlan, LeashRequest, Mechanism, plan_from, validate_request
 
@@ -19,6 +19,8 @@ IS_WINDOWS = sys.platform == "win32"
 IS_LINUX = sys.platform.startswith("linux")
 #: macOS and the BSDs: no parent-death signal in the kernel; kqueue watches processes.
 IS_KQUEUE = not IS_WINDOWS and not IS_LINUX
+if sys.platform == "linux":
+    from . import _cgroup
 
 
 def default_mechanism() -> Mechanism:
@@ -31,18 +33,22 @@ def default_mechanism() -> Mechanism:
 def tree_mechanism() -> Mechanism:
     """What ``tree=True`` uses here: a cgroup of its own where this process may write a
     cgroup v2 hierarchy (Linux), else the supervisor."""
-    return "cgroup" if IS_LINUX and _cgroup.available() else "supervisor"
+    if sys.platform == "linux" and _cgroup.available():
+        return "cgroup"
+    return "supervisor"
 
 
 def _mechanism_for(request: LeashRequest, *, spawned_here: bool = True) -> Mechanism:
     """The mechanism of a request; ``spawned_here``: we execute the child ourselves
     (leashed.Popen, leashed.asyncio), which the cgroup mechanism needs."""
-    if request.mechanism == "cgroup" and not (spawned_here and IS_LINUX and _cgroup.available()):
-        if not spawned_here:
-            raise ValueError(
-                "mechanism='cgroup' needs the child spawned by leashed.Popen or leashed.asyncio"
-            )
-        raise _cgroup.unavailable_error()
+    if request.mechanism == "cgroup" and not spawned_here:
+        raise ValueError(
+            "mechanism='cgroup' needs the child spawned by leashed.Popen or leashed.asyncio"
+        )
+    if request.mechanism == "cgroup" and tree_mechanism() != "cgroup":
+        if sys.platform == "linux":
+            raise _cgroup.unavailable_error()
+        raise RuntimeError("mechanism='cgroup' is not available here: cgroups are Linux's")
     if request.mechanism is not None:
         return request.mechanism
     if request.tree:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import _cgroup, _helper, _lifeline, _seam, _spawner
+from . import _helper, _lifeline, _seam, _spawner
 from ._fds import listener_above_stdio, pipe_above_stdio, socketpair_above_stdio
 from ._linux import fallback_preexec_fn, has_pidfd
 from ._plan import SIGKILL, LeashPlan
@@ -35,6 +35,8 @@ from ._protocol import (
 )
 
 assert sys.platform != "win32", "the Windows backend is _windows"  # for type checkers
+if sys.platform == "linux":
+    from . import _cgroup
 
 #: How long a supervisor may take to answer a control request before we stop waiting.
 CONTROL_TIMEOUT_S = 10.0
@@ -55,7 +57,7 @@ class ChildLeash:
         self.control: socket.socket | None = None
         self.control_name: str | None = None
         self.pidfd: int | None = None
-        self.cgroup: _cgroup.Slot | None = None  # the cgroup mechanism's cgroup
+        self.cgroup: Any = None  # the cgroup mechanism's cgroup (Linux): a _cgroup.Slot
 
     @property
     def supervised(self) -> bool:
@@ -135,7 +137,7 @@ def execute_child(popen: Any, call: dict[str, Any]) -> None:
     for_child = [report_write]  # the fds the helper inherits, ours to close after the spawn
     try:
         lifeline = parent_pid = control = watch_pid = join_fd = None
-        if plan.mechanism == "cgroup":
+        if sys.platform == "linux" and plan.mechanism == "cgroup":
             parent_pid = os.getpid()
             leash.cgroup = _cgroup.leashes().acquire(plan)
             join_fd = leash.cgroup.open_procs()
