@@ -360,8 +360,11 @@ static void parent_events(struct watcher *w, short wrev, short lrev)
 		p.events = POLLIN;
 		wrev = ppoll(&p, 1, &zero, NULL) > 0 ? p.revents : wrev;
 	}
-	if (wrev)
+	if (wrev && w->wfd >= 0) { /* stays readable: polled no more (no spin in a grace) */
+		close(w->wfd);
+		w->wfd = -1;
 		w->parent_gone = 1;
+	}
 }
 
 static void wait_events(struct watcher *w)
