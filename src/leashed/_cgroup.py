@@ -433,6 +433,13 @@ def leashes() -> Leashes:
         return _state
 
 
+def ensure_watcher() -> None:
+    """This process's watcher, started now if it is not running (one socket fd, kept)."""
+    state = leashes()
+    with state.lock:
+        state.ensure_watcher()
+
+
 def _forget_in_fork_child() -> None:
     """A forked child is another parent: its own cgroup, its own watcher."""
     global _state, _state_lock
