@@ -198,9 +198,17 @@ class Slot:
 
     def open_procs(self) -> int:
         """An fd on its cgroup.procs for the helper's -J (close-on-exec, passed by pass_fds;
-        above stdio: the caller may have closed 0-2, which the child's stdio then takes)."""
+        above stdio: the caller may have closed 0-2, which the child's stdio then takes).
+        A write there migrates the writer: the kernel takes cgroup_threadgroup_rwsem for
+        writing, which waits for an RCU grace period when spawns are spaced out (unless
+        the hierarchy is mounted with favordynmods), and serialises concurrent spawns."""
         path = os.path.join(self.path, "cgroup.procs")
         return above_stdio(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
+
+    def open_dir(self) -> int:
+        """An fd on the cgroup's directory, for clone3(CLONE_INTO_CGROUP) by whatever
+        executes the child (an in-process spawn): no migration at all (see open_procs)."""
+        return above_stdio(os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
 
     def started(self, pid: int) -> None:
         """The target runs in it (pid 0: the spawn failed); the watcher now watches it."""
