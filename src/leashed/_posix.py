@@ -141,8 +141,6 @@ def execute_child(popen: Any, call: dict[str, Any]) -> None:
     try:
         fds = _open_leash_fds(leash, for_child)
         options = _helper_options(helper, plan, report_write, *fds.helper_values, call)
-        if fds.listener is not None:  # a new fd number each time: not in the cached part
-            options = (*options[:-1], "-L", str(fds.listener), options[-1])
         _call_helper(call, helper, options, program, argv, [*for_child, *fds.inherited_only])
         try:
             _spawn(popen, call, on_long_lived_thread=plan.mechanism == "direct")
@@ -174,10 +172,19 @@ class _LeashFds:
     join_fd: int | None = None  # cgroup: the target's cgroup.procs, joined before exec
 
     @property
-    def helper_values(self) -> tuple[int | None, int | None, int | None, int | None, int | None]:
-        """parent_pid, lifeline, watch_pid, control and join_fd, as _helper_options takes
-        them."""
-        return self.parent_pid, self.lifeline, self.watch_pid, self.control, self.join_fd
+    def helper_values(
+        self,
+    ) -> tuple[int | None, int | None, int | None, int | None, int | None, int | None]:
+        """parent_pid, lifeline, watch_pid, control, listener and join_fd, as
+        _helper_options takes them."""
+        return (
+            self.parent_pid,
+            self.lifeline,
+            self.watch_pid,
+            self.control,
+            self.listener,
+            self.join_fd,
+        )
 
     @property
     def inherited_only(self) -> tuple[int, ...]:
@@ -249,7 +256,7 @@ def _after_report(
 #: The helper's argv up to its "--", by the values that make it: one spawn after another
 #: mostly repeats the same options (same plan, pid, fd numbers), so each is built once.
 #: Spawns that change credentials are built each time (their values are the caller's).
-_options_cache: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+_options_cache: dict[tuple[Any, ...], tuple[str, ...]] = {}
 _OPTIONS_CACHE_MAX = 64
 
 
@@ -271,14 +278,15 @@ def _helper_options(
     lifeline: int | None,
     watch_pid: int | None,
     control: int | None,
+    listener: int | None,
     join_fd: int | None,
     call: dict[str, Any],
-) -> tuple[Any, ...]:
+) -> tuple[str, ...]:
     """``helper MODE [OPTION VALUE]... --`` for this spawn (see HelperCommand.argv)."""
     uid, gid, gids = call["uid"], call["gid"], call["gids"]
     cacheable = uid is None and gid is None and gids is None
     # the plan itself: a frozen dataclass, so every field (a new one too) is in the key
-    key = (helper, plan, report_fd, parent_pid, lifeline, watch_pid, control, join_fd)
+    key = (helper, plan, report_fd, parent_pid, lifeline, watch_pid, control, listener, join_fd)
     options = _options_cache.get(key) if cacheable else None
     if options is None:
         command = HelperCommand(
@@ -288,14 +296,13 @@ def _helper_options(
             lifeline_fd=lifeline,
             watch_pid=watch_pid,
             control_fd=control,
+            listen_fd=listener,
             join_fd=join_fd,
             uid=uid,
             gid=gid,
             extra_groups=gids,
         )
-        end = object()
-        full = command.argv(helper, end, [])
-        options = tuple(full[: full.index(end)])
+        options = tuple(command.options(helper))
         if cacheable:
             if len(_options_cache) >= _OPTIONS_CACHE_MAX:
                 _options_cache.clear()
@@ -427,7 +434,7 @@ def _exchange(control: socket.socket, op: ControlOp, value: int) -> int | None:
     try:
         control.settimeout(CONTROL_TIMEOUT_S)
         control.sendall(CONTROL_REQUEST.pack(op, value))
-        if op == ControlOp.RELEASE:
+        if op == ControlOp.DROP:
             return 0
         answer = b""
         while len(answer) < CONTROL_ANSWER.size:
@@ -451,11 +458,11 @@ def drop(popen: Any) -> None:
         return
     if popen.poll() is not None:
         if leash.plan.keep_leftovers and leash.supervised:
-            _ask_supervisor(leash, ControlOp.RELEASE, 0)  # the kept leftovers
+            _ask_supervisor(leash, ControlOp.DROP, 0)  # the kept leftovers
             leash.close()
         return
     if leash.supervised:
-        _ask_supervisor(leash, ControlOp.RELEASE, 0)
+        _ask_supervisor(leash, ControlOp.DROP, 0)
         leash.close()
         return
     try:
