@@ -14,7 +14,9 @@ Ways:
   plain            subprocess.Popen(argv).wait()
   preexec_prctl    subprocess.Popen(argv, preexec_fn=prctl(PR_SET_PDEATHSIG)) - forces fork()
   leashed_direct   leashed.Popen(argv).wait()             (exec helper, same pid)
-  leashed_tree     leashed.Popen(argv, tree=True).wait()   (subreaper supervisor)
+  leashed_tree     leashed.Popen(argv, tree=True).wait()   (this machine's tree default)
+  leashed_cgroup   ... tree=True, mechanism="cgroup"       (own cgroup v2, where available)
+  leashed_supervisor ... tree=True, mechanism="supervisor" (subreaper supervisor, front)
   install          subprocess.Popen(argv).wait() after leashed.install() (installed before
                    each of its samples and uninstalled after, outside the timing, so that
                    plain stays plain)
@@ -38,7 +40,16 @@ from typing import Any
 
 import _common
 
-WAYS = ("plain", "preexec_prctl", "leashed_direct", "leashed_tree", "install", "processkit")
+WAYS = (
+    "plain",
+    "preexec_prctl",
+    "leashed_direct",
+    "leashed_tree",
+    "leashed_cgroup",
+    "leashed_supervisor",
+    "install",
+    "processkit",
+)
 #: Ways whose spawn is a fork() of the whole parent: timed in rounds of their own.
 FORKING_WAYS = ("preexec_prctl", "processkit")
 LABELS = {
@@ -46,6 +57,8 @@ LABELS = {
     "preexec_prctl": "Popen(preexec_fn=prctl)",
     "leashed_direct": "leashed.Popen",
     "leashed_tree": "leashed.Popen(tree=True)",
+    "leashed_cgroup": "leashed.Popen(tree=True) cgroup",
+    "leashed_supervisor": "leashed.Popen(tree=True) supervisor",
     "install": "subprocess.Popen after install()",
     "processkit": "processkit-py kill_on_parent_death",
 }
@@ -69,7 +82,16 @@ def _make_ways(skipped: dict[str, str]) -> dict[str, Callable[[list[str]], int]]
         "leashed_direct": lambda argv: int(leashed.Popen(argv).wait()),
         "leashed_tree": lambda argv: int(leashed.Popen(argv, tree=True).wait()),
         "install": lambda argv: subprocess.Popen(argv).wait(),
+        "leashed_supervisor": lambda argv: int(
+            leashed.Popen(argv, tree=True, mechanism="supervisor").wait()
+        ),
     }
+    if leashed.capabilities()["mechanisms"]["cgroup"]["available"]:
+        ways["leashed_cgroup"] = lambda argv: int(
+            leashed.Popen(argv, tree=True, mechanism="cgroup").wait()
+        )
+    else:
+        skipped["leashed_cgroup"] = "no writable cgroup v2 hierarchy here"
     try:
         import processkit
 

@@ -13,7 +13,9 @@ figure that resists load that comes and goes).
 Ways:
   plain   subprocess.Popen(argv).wait()
   direct  leashed.Popen(argv).wait()              (exec helper, PR_SET_PDEATHSIG)
-  tree    leashed.Popen(argv, tree=True).wait()   (subreaper supervisor)
+  tree    leashed.Popen(argv, tree=True).wait()   (this machine's tree default: the
+          cgroup mechanism where a writable cgroup v2 hierarchy is found, else the supervisor)
+  supervisor  the same with mechanism="supervisor" (``--ways`` to add it)
   floor   subprocess.Popen([helper, "direct", ..., "--", *argv]).wait(): the bare helper
           with nothing of leashed's Python around it, the floor of the direct mode (not a
           leash from a worker thread: only a cost reference; ``--ways`` to add it)
@@ -46,12 +48,13 @@ from typing import Any
 
 import _common
 
-WAYS = ("plain", "direct", "tree", "floor", "handoff")
+WAYS = ("plain", "direct", "tree", "supervisor", "floor", "handoff")
 DEFAULT_WAYS = ("plain", "direct", "tree")
 LABELS = {
     "plain": "subprocess.Popen",
     "direct": "leashed.Popen",
     "tree": "leashed.Popen(tree=True)",
+    "supervisor": "leashed.Popen(tree=True) supervisor",
     "floor": "bare helper (floor)",
     "handoff": "hand-off only",
 }
@@ -79,6 +82,7 @@ def _make_ways() -> dict[str, Callable[[], int]]:
         "plain": lambda: subprocess.Popen(ARGV).wait(),
         "direct": lambda: int(leashed.Popen(ARGV).wait()),
         "tree": lambda: int(leashed.Popen(ARGV, tree=True).wait()),
+        "supervisor": lambda: int(leashed.Popen(ARGV, tree=True, mechanism="supervisor").wait()),
         "floor": lambda: subprocess.Popen(bare).wait(),
         "handoff": lambda: HandedOff(ARGV).wait(),
     }

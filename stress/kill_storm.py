@@ -15,8 +15,11 @@ exit status 1.
 What is promised, per mode:
   direct    leashed.Popen(argv): the direct child only (PR_SET_PDEATHSIG). The backgrounded
             grandchild is not promised: it is counted apart, as information, and killed.
-  tree      leashed.Popen(argv, tree=True): the supervisor and every descendant,
-            grandchildren included. All count.
+  tree      leashed.Popen(argv, tree=True, mechanism="supervisor"): the supervisor and
+            every descendant, grandchildren included. All count.
+  cgroup    leashed.Popen(argv, tree=True, mechanism="cgroup"): every descendant, and the
+            parent's leash cgroups must be gone too (a cgroup left counts as a survivor).
+            Only where a writable cgroup v2 hierarchy is found (root here).
   guardian  leashed.Popen(argv, mechanism="guardian"): the target and its guardian; like
             direct, grandchildren are not promised (counted apart).
   install   leashed.install() (tree=True), then plain APIs, in turn: subprocess.Popen,
@@ -51,9 +54,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-MODES = ("direct", "tree", "guardian", "install")
-#: The modes in which every descendant is promised, grandchildren included.
-WHOLE_TREE = ("tree", "install")
+MODES = ("direct", "tree", "guardian", "cgroup", "install")
+#: The modes that promise every descendant.
+WHOLE_TREE = ("tree", "cgroup", "install")
 GEN_ENV = b"LEASHED_STORM_GEN"
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -72,7 +75,8 @@ import os, random, sys, threading, time
 import leashed
 mode, nthreads, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rng = random.Random(seed)
-kw = {"direct": {}, "tree": {"tree": True}, "guardian": {"mechanism": "guardian"},
+kw = {"direct": {}, "tree": {"tree": True, "mechanism": "supervisor"},
+      "guardian": {"mechanism": "guardian"}, "cgroup": {"tree": True, "mechanism": "cgroup"},
       "unleashed": {}, "install": {}}[mode]
 Popen = __import__("subprocess").Popen if mode in ("unleashed", "install") else leashed.Popen
 argv = ["sh", "-c", "LEASHED_STORM_GEN=2 sleep 300 & exec sleep 300"]
@@ -172,6 +176,32 @@ def _count_spawned(fd: int, deadline: float) -> int:
         count += data.count(b"+")
 
 
+def _cgroup2_mount() -> Path | None:
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[fields.index("-") + 1] == "cgroup2":
+            return Path(fields[4])
+    return None
+
+
+def _start_time(pid: int) -> str:
+    """Field 22 of /proc/PID/stat: with the pid, it names a process (and its cgroups)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return f.read().rsplit(b")", 1)[1].split()[19].decode()
+
+
+def _leash_cgroups_of(pid: int, started: str) -> list[Path]:
+    """The cgroup mechanism's cgroup of the parent ``pid`` (its start time: pids are
+    reused) if it is still there: below this harness's cgroup (or the root)."""
+    mount = _cgroup2_mount()
+    if mount is None:
+        return []
+    with open("/proc/self/cgroup") as f:  # the parent starts in the harness's cgroup
+        own = next((line[3:].strip() for line in f if line.startswith("0::")), "/")
+    name = f"leashed-{pid}-{started}"
+    return [p for p in {mount / name, mount / own.lstrip("/") / name} if p.exists()]
+
+
 def trial(
     mode: str,
     rng: random.Random,
@@ -204,6 +234,7 @@ def trial(
                 raise RuntimeError(
                     f"parent did not start: {go!r}\n{errors.read().decode(errors='replace')}"
                 )
+            started = _start_time(parent.pid)
             delay = rng.uniform(0.0, max_delay)
             time.sleep(delay)
             start = time.monotonic()
@@ -233,8 +264,9 @@ def trial(
         reap_orphans()
         procs = marked(marker)
         promised = [p for p, grandchild in procs.items() if mode in WHOLE_TREE or not grandchild]
+        cgroups = _leash_cgroups_of(parent.pid, started) if mode == "cgroup" else []
         now = time.monotonic()
-        if promised:
+        if promised or cgroups:
             clean_scans = 0
             seen_at = now
         else:
@@ -244,11 +276,13 @@ def trial(
         if now >= deadline:
             break
         time.sleep(0.002)
-    survivors = [
+    survivors: list[dict[str, Any]] = [
         {"pid": p, "ppid": (proc_stat(p) or ("?", 0))[1], "cmdline": _cmdline(p)} for p in promised
     ]
-    unpromised = sum(1 for grandchild in procs.values() if grandchild)
-    unpromised = 0 if mode in WHOLE_TREE else unpromised
+    survivors += [{"cgroup": str(c)} for c in cgroups]
+    unpromised = (
+        sum(1 for grandchild in procs.values() if grandchild) if mode not in WHOLE_TREE else 0
+    )
     kill_marked(marker)
     reap_orphans()
     return {
@@ -325,6 +359,10 @@ def main(argv: list[str] | None = None, *, subreaper: bool = False) -> int:
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     rng = random.Random(seed)
     modes = list(MODES) if args.mode == "all" else [args.mode]
+    mount = _cgroup2_mount()
+    if args.mode == "all" and (mount is None or not os.access(mount, os.W_OK)):
+        modes.remove("cgroup")
+        print("cgroup mode left out: no writable cgroup v2 hierarchy here", flush=True)
     target = "the parent's whole process group" if args.kill_group else "the parent"
     print(
         f"kill storm: {args.trials} trials per mode, modes {','.join(modes)}, seed {seed}, "

@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import cgroups
 from support import CASE_VAR, SUITE_VAR, kill_marked, new_marker, pids_with
 
 if not sys.platform.startswith("linux"):
@@ -52,6 +53,7 @@ def no_survivors_at_end() -> Iterator[None]:
         return
     marker = os.environ[SUITE_VAR]
     left = pids_with(SUITE_VAR, marker)
+    cgroups_left = cgroups.leftover_leash_cgroups()
     if left:
         descriptions = []
         for pid in left:
@@ -62,3 +64,7 @@ def no_survivors_at_end() -> Iterator[None]:
             descriptions.append(f"{pid}: {cmd.decode(errors='replace')[:120]}")
         kill_marked(SUITE_VAR, marker)
         pytest.fail("processes started by the suite are still alive:\n" + "\n".join(descriptions))
+    if cgroups_left:
+        pytest.fail(
+            "leash cgroups whose parent is gone are left behind: " + ", ".join(cgroups_left)
+        )

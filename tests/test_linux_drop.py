@@ -50,6 +50,7 @@ def test_drop_uses_death_signal_and_grace(case_marker: str, tmp_path: object) ->
         ["sh", "-c", "trap 'echo term; exit 0' TERM; sleep 300 & wait"],
         kill_on_drop=True,
         tree=True,
+        mechanism="supervisor",  # the cgroup mechanism's drop: tests/test_linux_cgroup.py
         grace=5.0,
         death_signal=signal.SIGTERM,
         stdout=open(os.path.join(str(tmp_path), "out"), "w"),

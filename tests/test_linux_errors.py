@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import leashed
-from leashed import _procfs
+from leashed import _cgroup, _procfs
 from leashed._lifeline import lifeline_read_fd
 
 MECHANISMS = [{}, {"tree": True}, {"mechanism": "guardian"}, {"grace": 1.0}]
@@ -30,8 +30,11 @@ def _children() -> set[int]:
 
 
 def _fds() -> set[str]:
-    # the process-wide lifeline pipe is opened once, on first use, and kept on purpose
+    # the process-wide lifeline pipe is opened once, on first use, and kept on purpose;
+    # so is the cgroup mechanism's socket to its watcher
     lifeline_read_fd()
+    if _cgroup.available():
+        _cgroup.ensure_watcher()
     return set(os.listdir("/proc/self/fd"))
 
 

@@ -51,7 +51,7 @@ def _tree_started(marker: str, extra: int) -> None:
 def test_sigkill_of_the_pid_the_caller_holds_ends_the_tree(
     grace: float | None, case_marker: str
 ) -> None:
-    proc = leashed.Popen(["sh", "-c", TREE], tree=True, grace=grace)
+    proc = leashed.Popen(["sh", "-c", TREE], tree=True, mechanism="supervisor", grace=grace)
     try:
         _tree_started(case_marker, 0)
         os.kill(proc.pid, signal.SIGKILL)
@@ -66,7 +66,7 @@ def test_sigkill_of_the_front_gives_the_target_its_grace(tmp_path: Path, case_ma
     """The front's death is a parent death: the death signal first, then the grace."""
     log = tmp_path / "log"
     code = f"trap 'echo term > {log}; exit 0' TERM; echo up > {log}; while :; do sleep 0.05; done"
-    proc = leashed.Popen(["sh", "-c", code], tree=True, grace=5.0)
+    proc = leashed.Popen(["sh", "-c", code], tree=True, mechanism="supervisor", grace=5.0)
     try:
         _wait_for_text(log, "up\n")
         os.kill(proc.pid, signal.SIGKILL)
@@ -81,7 +81,9 @@ def test_sigkill_of_the_front_gives_the_target_its_grace(tmp_path: Path, case_ma
 def test_sigkill_of_the_group_the_front_leads_ends_the_tree(case_marker: str) -> None:
     """start_new_session=True: the caller's killpg(proc.pid, SIGKILL) reaches the front and
     the target; the supervisor, in a group of its own, ends the rest."""
-    proc = leashed.Popen(["sh", "-c", TREE], tree=True, start_new_session=True)
+    proc = leashed.Popen(
+        ["sh", "-c", TREE], tree=True, mechanism="supervisor", start_new_session=True
+    )
     try:
         _tree_started(case_marker, 0)
         assert os.getpgid(proc.pid) == proc.pid
@@ -119,7 +121,7 @@ def test_anyio_kill_of_a_wrapped_tree_ends_it(case_marker: str) -> None:
 def test_a_signal_to_the_front_reaches_the_target_once(tmp_path: Path) -> None:
     log = tmp_path / "log"
     code = f"trap 'echo usr1 >> {log}' USR1; echo up >> {log}; while :; do sleep 0.05; done"
-    proc = leashed.Popen(["sh", "-c", code], tree=True)
+    proc = leashed.Popen(["sh", "-c", code], tree=True, mechanism="supervisor")
     try:
         deadline = time.monotonic() + 10
         while not log.exists() and time.monotonic() < deadline:
@@ -137,7 +139,7 @@ def test_the_front_and_supervisor_keep_no_copy_of_the_callers_pipes(case_marker:
     after the target's exit ends the kept leftovers at once."""
     proc = leashed.Popen(
         ["sh", "-c", "(sleep 300 >/dev/null 2>&1 &); echo hi"],
-        tree=True, keep_leftovers=True, stdout=subprocess.PIPE,
+        tree=True, mechanism="supervisor", keep_leftovers=True, stdout=subprocess.PIPE,
     )  # fmt: skip
     try:
         # were a copy of the pipe kept above the target, this would wait for the sleep
@@ -162,7 +164,7 @@ def test_drop_ends_kept_leftovers_with_the_death_signal(tmp_path: Path, case_mar
     daemon = f"trap 'echo term > {log}; exit 0' TERM; echo up > {log}; while :; do sleep 0.05; done"
     proc = leashed.Popen(
         ["sh", "-c", f"(setsid sh -c {shlex.quote(daemon)} >/dev/null 2>&1 &); exit 7"],
-        tree=True, keep_leftovers=True, grace=5.0,
+        tree=True, mechanism="supervisor", keep_leftovers=True, grace=5.0,
     )  # fmt: skip
     try:
         assert proc.wait(timeout=10) == 7
@@ -179,7 +181,7 @@ def test_drop_ends_kept_leftovers_with_the_death_signal(tmp_path: Path, case_mar
 KEEPER = """
     import time, leashed
     proc = leashed.Popen(["sh", "-c", "(setsid sleep 300 >/dev/null 2>&1 &); exit 3"],
-                         tree=True, keep_leftovers=True, grace=1.0)
+                         tree=True, mechanism="supervisor", keep_leftovers=True, grace=1.0)
     print(proc.wait(), flush=True)
     time.sleep(300)
 """
@@ -197,7 +199,11 @@ def test_keep_leftovers_outlive_the_target_until_the_parent_dies(case_marker: st
 
 
 def test_without_keep_leftovers_the_tree_ends_with_the_target(case_marker: str) -> None:
-    proc = leashed.Popen(["sh", "-c", "(setsid sleep 300 >/dev/null 2>&1 &); exit 3"], tree=True)
+    proc = leashed.Popen(
+        ["sh", "-c", "(setsid sleep 300 >/dev/null 2>&1 &); exit 3"],
+        tree=True,
+        mechanism="supervisor",
+    )
     assert proc.wait(timeout=10) == 3
     assert wait_until_gone(case_marker, 5.0) == []
 
@@ -243,8 +249,8 @@ def test_keep_leftovers_needs_tree() -> None:
 MANY = """
     import os, resource, subprocess, leashed
     resource.setrlimit(resource.RLIMIT_NOFILE, (48, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-    procs = [leashed.Popen(["sleep", "300"], tree=True, stdin=subprocess.DEVNULL)
-             for _ in range(120)]
+    procs = [leashed.Popen(["sleep", "300"], tree=True, mechanism="supervisor",
+                           stdin=subprocess.DEVNULL) for _ in range(120)]
     procs[0].send_signal(0)  # the control socket answers
     print(len(procs), len(os.listdir("/proc/self/fd")), flush=True)
     import time; time.sleep(300)
@@ -274,7 +280,7 @@ ONCE = """
         ways.append({"process_group": 0})
     for options in ways:
         open(log, "w").close()
-        proc = leashed.Popen(["sh", "-c", code], tree=True, **options)
+        proc = leashed.Popen(["sh", "-c", code], tree=True, mechanism="supervisor", **options)
         while "up" not in open(log).read():
             time.sleep(0.02)
         os.killpg(os.getpgid(proc.pid), signal.SIGUSR1)  # the group the front leads
@@ -314,7 +320,13 @@ def test_a_front_following_a_stop_is_continued_when_the_target_is_killed(
 ) -> None:
     """A leading front follows its target's stop; when someone else (the OOM killer)
     kills the stopped target, the front is continued and exits: wait() returns."""
-    proc = leashed.Popen(["sleep", "300"], tree=True, keep_leftovers=keep, start_new_session=True)
+    proc = leashed.Popen(
+        ["sleep", "300"],
+        tree=True,
+        mechanism="supervisor",
+        keep_leftovers=keep,
+        start_new_session=True,
+    )
     try:
         (target,) = wait_for_named(case_marker, "sleep", 1)
         os.kill(target, signal.SIGSTOP)
@@ -362,7 +374,7 @@ def test_strangers_flooding_the_control_socket_cannot_downgrade_kill(
     (its name is visible in /proc/net/unix) is turned away; kill() still gets through and
     returns only once the TERM-proof target is dead, not after its 5 s grace."""
     code = "trap '' TERM; exec sleep 300"
-    proc = leashed.Popen(["sh", "-c", code], tree=True, grace=5.0)
+    proc = leashed.Popen(["sh", "-c", code], tree=True, mechanism="supervisor", grace=5.0)
     flooders: list[subprocess.Popen[bytes]] = []
     try:
         (target,) = wait_for_named(case_marker, "sleep", 1)

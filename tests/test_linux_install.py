@@ -23,6 +23,7 @@ from support import Parent, marked, named, wait_for_count, wait_for_named, wait_
 import leashed
 import leashed._helper
 from leashed import _install, _seam
+from leashed._system import tree_mechanism
 
 pytestmark = pytest.mark.skipif(
     leashed._helper.helper_path() is None, reason="leashed-helper is not built"
@@ -363,10 +364,12 @@ def test_popen_stays_the_class_and_mock_patch_works(installed: None) -> None:
     assert info.value.filename == "leashed-no-such-program"
 
 
-def test_pid_is_the_supervisors_front_with_tree(installed: None) -> None:
+def test_pid_follows_the_tree_mechanism(installed: None) -> None:
+    """The cgroup mechanism gives the target's own pid; the supervisor its front's."""
     leashed.install()
+    expected = {"cgroup": "sleep", "supervisor": "leashed-helper"}[tree_mechanism()]
     with subprocess.Popen(["sleep", "30"]) as p:
-        assert open(f"/proc/{p.pid}/comm").read().strip() == "leashed-helper"
+        assert open(f"/proc/{p.pid}/comm").read().strip() == expected
         p.kill()
     assert p.returncode == -9
 

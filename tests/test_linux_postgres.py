@@ -24,6 +24,16 @@ from support import (
 )
 
 import leashed
+from leashed import _cgroup
+
+#: Both whole-tree mechanisms; the cgroup one where a writable cgroup v2 hierarchy is found.
+TREE_MECHANISMS = [
+    "supervisor",
+    pytest.param(
+        "cgroup",
+        marks=pytest.mark.skipif(not _cgroup.available(), reason="no writable cgroup v2 here"),
+    ),
+]
 
 BINDIRS = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 if not BINDIRS or os.geteuid() != 0:
@@ -142,8 +152,9 @@ def _finish(parent: Parent, tree: dict[int, int]) -> None:
     kill_snapshot(tree)
 
 
-def test_sigkill_of_parent_ends_every_postgres_process(cluster: Cluster) -> None:
-    parent, tree = _serve_in_sacrificial_parent(cluster, {"tree": True})
+@pytest.mark.parametrize("mechanism", TREE_MECHANISMS)
+def test_sigkill_of_parent_ends_every_postgres_process(cluster: Cluster, mechanism: str) -> None:
+    parent, tree = _serve_in_sacrificial_parent(cluster, {"tree": True, "mechanism": mechanism})
     try:
         titles = [_title(pid) for pid in tree]
         assert sum("postgres" in t for t in titles) >= 5, titles  # postmaster + auxiliaries
@@ -154,8 +165,10 @@ def test_sigkill_of_parent_ends_every_postgres_process(cluster: Cluster) -> None
         _finish(parent, tree)
 
 
-def test_graceful_death_is_a_clean_fast_shutdown(cluster: Cluster) -> None:
-    options = {"tree": True, "death_signal": int(signal.SIGINT), "grace": 30}
+@pytest.mark.parametrize("mechanism", TREE_MECHANISMS)
+def test_graceful_death_is_a_clean_fast_shutdown(cluster: Cluster, mechanism: str) -> None:
+    options: dict[str, object] = {"tree": True, "death_signal": int(signal.SIGINT), "grace": 30}
+    options["mechanism"] = mechanism
     parent, tree = _serve_in_sacrificial_parent(cluster, options)
     try:
         cluster.psql("create table kept(v text); insert into kept values ('committed')")
@@ -190,7 +203,10 @@ time.sleep(600)
 """
 
 
-def test_pg_ctl_start_keeps_the_server_until_the_parent_dies(cluster: Cluster) -> None:
+@pytest.mark.parametrize("mechanism", TREE_MECHANISMS)
+def test_pg_ctl_start_keeps_the_server_until_the_parent_dies(
+    cluster: Cluster, mechanism: str
+) -> None:
     """The start-script case: `pg_ctl start` daemonises the postmaster and exits. With
     keep_leftovers the caller's wait() returns 0 and the server stays up; the parent's
     death then shuts it down cleanly (death signal SIGINT: a fast shutdown)."""
@@ -206,6 +222,7 @@ def test_pg_ctl_start_keeps_the_server_until_the_parent_dies(cluster: Cluster) -
         "keep_leftovers": True,
         "death_signal": int(signal.SIGINT),
         "grace": 30,
+        "mechanism": mechanism,
     }
     payload = json.dumps([argv, str(cluster.log), options])
     with Parent(PG_CTL_PARENT.replace("sys.argv[1]", repr(payload)), new_marker()) as parent:

@@ -15,8 +15,16 @@ DOC = ROOT / "docs" / "helper-protocol.md"
 
 #: The C option table's kinds and the docs' words for them, as _protocol spells them.
 C_KINDS = {"FLAG": "flag", "NUMBER": "number", "LIST": "list"}
-C_MODES = {"MODE_DIRECT": "direct", "MODE_SUPERVISOR": "supervisor", "MODE_GUARDIAN": "guardian"}
-ALL_MODES = frozenset(C_MODES.values())
+#: enum lh_mode of helper.h: MODE_DIRECT -> "direct", ...
+C_MODES = {
+    name: name.removeprefix("MODE_").lower()
+    for name in re.findall(
+        r"\b(MODE_\w+)\s*=",
+        re.search(r"enum lh_mode\s*\{(.*?)\}", (HELPER / "helper.h").read_text(), re.S)[1],
+    )
+}
+#: "all" in the docs: every mode that runs a target (the watcher runs none).
+ALL_MODES = frozenset({"direct", "supervisor", "guardian"})
 
 Options = dict[str, tuple[str, frozenset[str]]]  # flag -> (kind, modes)
 
@@ -28,10 +36,12 @@ def _c(name: str) -> str:
 
 
 def _c_modes(source: str, expression: str) -> frozenset[str]:
-    """The modes a table entry's mode expression names (MODE_X | MODE_Y, or a macro)."""
+    """The modes a table entry's mode expression names (MODE_X | MODE_Y, macros expanded)."""
     macros = dict(re.findall(r"#define\s+(\w+)\s+\(([^)]*)\)", source))
-    names = [n.strip() for n in macros.get(expression, expression).split("|")]
-    return frozenset(C_MODES[n] for n in names)
+    modes: set[str] = set()
+    for name in (n.strip() for n in expression.split("|")):
+        modes |= _c_modes(source, macros[name]) if name in macros else {C_MODES[name]}
+    return frozenset(modes)
 
 
 def c_options() -> Options:
@@ -74,9 +84,9 @@ def _doc_rows(first_header: str) -> list[list[str]]:
 
 
 def _doc_modes(cell: str) -> frozenset[str]:
-    if cell == "all":
-        return ALL_MODES
     words = {w.strip() for w in cell.split(",")} - {"Linux"}  # an OS note, not a mode
+    if "all" in words:
+        words = (words - {"all"}) | ALL_MODES
     return frozenset(words)
 
 

@@ -35,6 +35,8 @@ if not sys.platform.startswith("linux"):
 
 from support import CASE_VAR, SUITE_VAR, kill_marked, new_marker, pids_with
 
+from leashed._platform import tree_mechanism
+
 RUNNER = Path(__file__).resolve().with_name("stdlib_runner.py")
 MODULE = "test.test_subprocess"
 #: asyncio's own subprocess tests: run with install() active only (a slow test).
@@ -43,9 +45,12 @@ ASYNCIO_MODULE = "test.test_asyncio.test_subprocess"
 EXIT_MISSING = 3
 VARIANTS = ("default", "tree")
 #: The leash each patched run must really use (leashed falls back when it lacks its helper).
-MECHANISMS = {"default": "direct", "tree": "supervisor", "install": "supervisor"}
+#: tree=True uses the cgroup mechanism where a writable cgroup v2 hierarchy is found;
+#: install() patches the spawn points with the supervisor (its cgroup variant is not built).
+MECHANISMS = {"default": "direct", "tree": tree_mechanism(), "install": "supervisor"}
 #: Deliberate differences from subprocess that cannot be removed, per variant:
-#: {test id: why}. Each entry needs a reason a user would accept; today there is none.
+#: {test id: why}. Each entry needs a reason a user would accept. They come from the
+#: supervisor's front; the cgroup mechanism's target is the caller's own child: none.
 _PID_IS_THE_SUPERVISORS = (
     "the test compares a byte the child derives from its own pid with p.pid; with "
     "tree=True p.pid is the supervisor's front; the target is the supervisor's child (README: API)"
@@ -54,18 +59,19 @@ _MORE_FDS_PER_TREE_CHILD = (
     "the test leaves 10 free fds and spawns; a tree-mode spawn also needs the helper's "
     "report pipe and the supervisor's control socket, so EMFILE comes first (README: Limits)"
 )
-DELIBERATE: dict[str, dict[str, str]] = {
-    "default": {},
-    "tree": {
-        f"test.test_subprocess.{case}.{test}": reason
-        for case in ("ProcessTestCase", "ProcessTestCaseNoPoll")
-        for test, reason in (
-            ("test_communicate_timeout_large_input", _PID_IS_THE_SUPERVISORS),
-            ("test_no_leaking", _MORE_FDS_PER_TREE_CHILD),
-        )
-    },
+#: The supervisor's deliberate differences; the cgroup mechanism has none.
+_SUPERVISOR_DELIBERATE = {
+    f"test.test_subprocess.{case}.{test}": reason
+    for case in ("ProcessTestCase", "ProcessTestCaseNoPoll")
+    for test, reason in (
+        ("test_communicate_timeout_large_input", _PID_IS_THE_SUPERVISORS),
+        ("test_no_leaking", _MORE_FDS_PER_TREE_CHILD),
+    )
 }
-DELIBERATE["install"] = DELIBERATE["tree"]
+DELIBERATE: dict[str, dict[str, str]] = {
+    variant: _SUPERVISOR_DELIBERATE if mechanism == "supervisor" else {}
+    for variant, mechanism in MECHANISMS.items()
+}
 #: How a variant makes subprocess leashed, for the summary line (else the Popen swap).
 HOW = {"install": "leashed.install() from LEASHED_INSTALL=1"}  # install()'s default is tree=True
 #: Upper bound for one run of the whole stdlib module (it takes about a minute).

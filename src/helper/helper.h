@@ -9,6 +9,7 @@
  *   front.c       the supervisor's front: the process the caller holds
  *   supervisor.c  the supervisor's portable logic (endings, reaping, control socket)
  *   guardian.c    the guardian's portable logic
+ *   watcher.c     the cgroup watcher (Linux only): one per parent process
  *   linux.c       backend: pidfd, signalfd, /proc, subreaper, PR_SET_PDEATHSIG
  *   kqueue.c      backend: kqueue (macOS, the BSDs), FreeBSD procctl
  *
@@ -40,7 +41,7 @@
 /* ------------------------------------------------------------------ core */
 
 /* Bits, so that the option table can say in which modes an option is valid. */
-enum lh_mode { MODE_DIRECT = 1, MODE_SUPERVISOR = 2, MODE_GUARDIAN = 4 };
+enum lh_mode { MODE_DIRECT = 1, MODE_SUPERVISOR = 2, MODE_GUARDIAN = 4, MODE_WATCHER = 8 };
 
 /* What failed before the target ran: the first int32 of the report. */
 enum lh_stage {
@@ -84,6 +85,7 @@ struct opts {
 	int tree;	  /* -t */
 	int keep;	  /* -k: the target's exit leaves its leftovers running until the parent dies */
 	int group;	  /* -P; always set for the supervisor outside Linux */
+	int join_fd;	  /* -J: cgroup.procs of the target's cgroup (the cgroup mechanism), -1 */
 	int uid_given, gid_given, groups_given; /* -U, -G, -X */
 	uid_t uid;
 	gid_t gid;
@@ -137,6 +139,7 @@ _Noreturn void lh_exit_like(int status);
 _Noreturn void lh_run_direct(const struct opts *o);	 /* direct.c */
 _Noreturn void lh_run_supervisor(struct opts *o); /* supervisor.c */
 _Noreturn void lh_run_guardian(struct opts *o);	 /* guardian.c */
+_Noreturn void lh_run_watcher(struct opts *o);	 /* watcher.c, Linux only */
 
 /* ------------------------------------------------------------------ backend, any mode */
 

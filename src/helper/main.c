@@ -11,6 +11,7 @@
  *   front.c       supervisor mode, the process the caller holds
  *   supervisor.c  supervisor mode, the target's parent
  *   guardian.c    guardian mode, a detached watcher armed before the target runs
+ *   watcher.c     watcher mode (Linux): the cgroup mechanism's one watcher per parent
  *   util.c        small utilities the parts share
  *   linux.c, kqueue.c   one backend per OS family
  *
@@ -42,5 +43,9 @@ int main(int argc, char **argv)
 		lh_run_direct(&o); /* direct.c */
 	if (o.mode == MODE_SUPERVISOR)
 		lh_run_supervisor(&o); /* front.c, supervisor.c */
+#ifdef __linux__
+	if (o.mode == MODE_WATCHER)
+		lh_run_watcher(&o); /* watcher.c: the cgroup mechanism */
+#endif
 	lh_run_guardian(&o); /* guardian.c */
 }

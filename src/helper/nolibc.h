@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/resource.h>
+#include <sys/stat.h> /* the cgroup watcher's mkdir */
 #include <sys/socket.h> /* the front's socket; send(MSG_NOSIGNAL), SO_NOSIGPIPE */
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -95,7 +96,7 @@ enum {
 	NR_signalfd4 = 289, NR_dup3 = 292, NR_pipe2 = 293, NR_prlimit64 = 302,
 	NR_setreuid = 113, NR_setregid = 114, NR_setgroups = 116, NR_setpgid = 109, NR_waitid = 247,
 	NR_getpgid = 121, NR_rt_sigtimedwait = 128, NR_socketpair = 53, NR_accept4 = 288,
-	NR_getsockopt = 55,
+	NR_getsockopt = 55, NR_lseek = 8, NR_unlinkat = 263, NR_mkdirat = 258,
 };
 #elif defined(__aarch64__)
 enum {
@@ -106,7 +107,7 @@ enum {
 	NR_signalfd4 = 74, NR_dup3 = 24, NR_pipe2 = 59, NR_prlimit64 = 261,
 	NR_setreuid = 145, NR_setregid = 143, NR_setgroups = 159, NR_setpgid = 154, NR_waitid = 95,
 	NR_getpgid = 155, NR_rt_sigtimedwait = 137, NR_socketpair = 199, NR_accept4 = 242,
-	NR_getsockopt = 209,
+	NR_getsockopt = 209, NR_lseek = 62, NR_unlinkat = 35, NR_mkdirat = 34,
 };
 #else
 #error "LEASHED_NOLIBC supports x86_64 and aarch64 only"
@@ -196,6 +197,13 @@ static inline long lh_ret(long r)
 #define O_NOCTTY 0400
 #define AT_FDCWD (-100)
 #define O_NONBLOCK 04000
+#define O_WRONLY 1
+#define EEXIST 17
+#define O_DIRECTORY 0200000
+#define AT_REMOVEDIR 0x200
+#define SEEK_SET 0
+#define POLLPRI 0x002
+#define RLIMIT_NOFILE 7
 #define F_GETFD 1
 #define F_SETFD 2
 #define F_GETFL 3
@@ -424,10 +432,24 @@ static inline int setgroups(size_t n, const gid_t *groups)
 }
 static inline int setregid(gid_t r, gid_t e) { return (int)lh_ret(lh_syscall2(NR_setregid, r, e)); }
 static inline int setreuid(uid_t r, uid_t e) { return (int)lh_ret(lh_syscall2(NR_setreuid, r, e)); }
+/* The cgroup watcher (watcher.c): rereading cgroup.events, removing emptied cgroups. */
+static inline long lseek(int fd, long off, int whence) { return lh_ret(lh_syscall3(NR_lseek, fd, off, whence)); }
+static inline int mkdir(const char *path, int mode)
+{
+	return (int)lh_ret(lh_syscall3(NR_mkdirat, AT_FDCWD, path, mode));
+}
+static inline int unlinkat(int dirfd, const char *path, int flags)
+{
+	return (int)lh_ret(lh_syscall3(NR_unlinkat, dirfd, path, flags));
+}
 static inline int chdir(const char *path) { return (int)lh_ret(lh_syscall1(NR_chdir, path)); }
 static inline int setrlimit(int res, const struct rlimit *rl)
 {
 	return (int)lh_ret(lh_syscall4(NR_prlimit64, 0, res, rl, 0));
+}
+static inline int getrlimit(int res, struct rlimit *rl)
+{
+	return (int)lh_ret(lh_syscall4(NR_prlimit64, 0, res, 0, rl));
 }
 static inline int clock_gettime(int clk, struct timespec *ts)
 {

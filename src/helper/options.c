@@ -20,6 +20,7 @@ enum kind { FLAG, NUMBER, LIST };
 
 #define ALL_MODES (MODE_DIRECT | MODE_SUPERVISOR | MODE_GUARDIAN)
 #define WATCHERS (MODE_SUPERVISOR | MODE_GUARDIAN)
+#define CGROUP_WATCH (WATCHERS | MODE_WATCHER)
 
 /* Every option: one argv element, a dash and a letter, then its value (but for flags) as the next one.
  * docs/helper-protocol.md has the same table in words, src/leashed/_protocol.py as OPTIONS
@@ -30,16 +31,17 @@ static const struct option_spec {
 	unsigned char kind;
 	unsigned long long min, max; /* NUMBER; LIST: each entry */
 } option_specs[] = {
-	{ 'p', ALL_MODES, NUMBER, 1, INT_MAX_ },	    /* the parent's pid */
+	{ 'p', ALL_MODES | MODE_WATCHER, NUMBER, 1, INT_MAX_ }, /* the parent's pid */
 	{ 's', ALL_MODES, NUMBER, 1, NSIG - 1 },	    /* death signal */
-	{ 'r', ALL_MODES, NUMBER, 0, INT_MAX_ },	    /* report pipe fd */
+	{ 'r', ALL_MODES | MODE_WATCHER, NUMBER, 0, INT_MAX_ }, /* report pipe fd */
 	{ 'U', ALL_MODES, NUMBER, 0, ID_MAX },		    /* setreuid */
 	{ 'G', ALL_MODES, NUMBER, 0, ID_MAX },		    /* setregid */
 	{ 'X', ALL_MODES, LIST, 0, ID_MAX },		    /* setgroups */
 	{ 'g', WATCHERS, NUMBER, 0, GRACE_MAX },	    /* grace, ms */
-	{ 'l', WATCHERS, NUMBER, 0, INT_MAX_ },		    /* lifeline fd */
-	{ 'w', WATCHERS, NUMBER, 1, INT_MAX_ },		    /* watched pid */
-	{ 'c', MODE_SUPERVISOR, NUMBER, 0, INT_MAX_ },	    /* control socket fd */
+	{ 'l', CGROUP_WATCH, NUMBER, 0, INT_MAX_ },	    /* lifeline fd */
+	{ 'w', CGROUP_WATCH, NUMBER, 1, INT_MAX_ },	    /* watched pid */
+	{ 'c', MODE_SUPERVISOR | MODE_WATCHER, NUMBER, 0, INT_MAX_ }, /* control socket fd */
+	{ 'J', MODE_DIRECT, NUMBER, 0, INT_MAX_ },	    /* cgroup.procs fd to join (cgroup) */
 	{ 'L', MODE_SUPERVISOR, NUMBER, 0, INT_MAX_ },	    /* listening control socket fd (Linux) */
 	{ 't', MODE_SUPERVISOR, FLAG, 0, 0 },		    /* whole tree */
 	{ 'k', MODE_SUPERVISOR, FLAG, 0, 0 },		    /* keep leftovers (with -t) */
@@ -112,6 +114,7 @@ static void store(struct opts *o, char letter, unsigned long long v)
 	case 't': o->tree = 1; break;
 	case 'k': o->keep = 1; break;
 	case 'P': o->group = 1; break;
+	case 'J': o->join_fd = (int)v; break;
 	case 'U': o->uid = (uid_t)v; o->uid_given = 1; break;
 	case 'G': o->gid = (gid_t)v; o->gid_given = 1; break;
 	default: /* 'r': taken by find_report_fd if it is open */
@@ -156,6 +159,10 @@ static enum lh_mode parse_mode(int argc, char **argv, const struct opts *o)
 		return MODE_SUPERVISOR;
 	if (lh_streq(argv[1], "guardian"))
 		return MODE_GUARDIAN;
+#ifdef __linux__
+	if (lh_streq(argv[1], "watcher"))
+		return MODE_WATCHER;
+#endif
 	usage(o, "unknown mode", argv[1]);
 }
 
@@ -181,6 +188,8 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		usage(o, "-L excludes", "-c");
 	if (o->listen_fd >= 0 && !o->watch) /* only the -w process is answered */
 		usage(o, "-L needs", "-w");
+	if (o->mode == MODE_WATCHER && (!o->watch || o->ctl_fd < 0))
+		usage(o, "watcher needs", "-w and -c");
 #ifndef __linux__
 	if (o->listen_fd >= 0) /* the peer's pid: SO_PEERCRED */
 		usage(o, "option not valid on this system:", "-L");
@@ -196,7 +205,7 @@ static void init_opts(struct opts *o)
 	memset(o, 0, sizeof *o);
 	o->sig = SIGKILL;
 	o->grace_ms = -1;
-	o->report_fd = o->life_fd = o->ctl_fd = o->listen_fd = o->watch_fd = -1;
+	o->report_fd = o->life_fd = o->ctl_fd = o->listen_fd = o->watch_fd = o->join_fd = -1;
 }
 
 void lh_parse_command_line(int argc, char **argv, struct opts *o)

@@ -8,7 +8,7 @@ from typing import Any
 
 from . import _helper, _spawner
 from ._linux import has_pidfd
-from ._system import IS_DARWIN, IS_FREEBSD, IS_LINUX, default_mechanism
+from ._system import IS_DARWIN, IS_FREEBSD, IS_LINUX, default_mechanism, tree_mechanism
 
 #: The note every supervisor with a subreaper gives.
 _KEEPS_LEFTOVERS = (
@@ -33,6 +33,7 @@ def posix_capabilities() -> dict[str, Any]:
         "platform": sys.platform,
         "helper": helper,
         "default": default,
+        "tree_default": tree_mechanism(),
         "mechanisms": mechanisms,
     }
 
@@ -75,7 +76,40 @@ def _linux_mechanisms(helper: bool, pidfd: bool) -> dict[str, dict[str, Any]]:
         whole_tree=False,
         available=helper and pidfd,
     )
-    return {"direct": direct, "supervisor": supervisor, "guardian": guardian}
+    mechanisms = {"direct": direct, "supervisor": supervisor, "guardian": guardian}
+    if sys.platform == "linux":
+        mechanisms["cgroup"] = _cgroup_entry(helper and pidfd)
+    return mechanisms
+
+
+if sys.platform == "linux":
+    from . import _cgroup
+
+    def _cgroup_entry(helper: bool) -> dict[str, Any]:
+        """The cgroup mechanism: where its cgroups would go, or why it is not available."""
+        where = _cgroup.site()
+        entry = _entry(
+            "the target joins a cgroup v2 of its own before it runs (leashed-helper direct -J); "
+            "one detached watcher per process: death signal, grace, then cgroup.kill",
+            whole_tree=True,
+            available=helper and isinstance(where, _cgroup.Site),
+            notes=[
+                "whole tree with tree=True: membership is inherited and cannot be left without "
+                "write access to another cgroup (a privileged descendant can leave)",
+                "proc.pid is the target's own pid; kill() is cgroup.kill of its cgroup",
+                "a SIGKILLed watcher is replaced at once by a thread of this process (and checked "
+                "before every spawn); a parent death in that gap of milliseconds leaves the "
+                "tree running",
+            ],
+        )
+        if isinstance(where, _cgroup.Site):
+            entry["cgroup"] = where.path
+        else:
+            entry["cgroup"] = None
+            entry["notes"].insert(0, f"not available: {where}")
+        if not helper:
+            entry["notes"].insert(0, "not available: leashed-helper (with pidfd_open) is needed")
+        return entry
 
 
 _GROUP_NOTES = [

@@ -55,9 +55,9 @@ _PARENT_CODE = textwrap.dedent(
         worker.start()
         worker.join()
     elif scenario == "tree":
-        spawn(["sh", "-c", TREE], tree=True)
+        spawn(["sh", "-c", TREE], tree=True, mechanism="supervisor")
     elif scenario == "grace":
-        spawn(["sh", "-c", GRACE], tree=True, grace=grace)
+        spawn(["sh", "-c", GRACE], tree=True, grace=grace, mechanism="supervisor")
     print("ready", flush=True)
     time.sleep(300)
     """

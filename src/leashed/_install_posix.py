@@ -32,6 +32,7 @@ from ._linux import _prctl, arm_death_signal
 from ._plan import SIGKILL, LeashPlan
 from ._platform import BACKEND, IS_LINUX, plan_for_popen, plan_for_wrap
 from ._protocol import HelperCommand
+from ._system import tree_mechanism
 from ._watch import watch_parent
 
 assert sys.platform != "win32", "the Windows install() is a job object"  # for type checkers
@@ -291,7 +292,11 @@ def disarm_fork_hook() -> None:
 def api_coverage(tree: bool) -> dict[str, dict[str, Any]]:
     """Per spawn API: covered, how, whole_tree, notes, for install(tree=tree)."""
     helper = _helper.helper_path() is not None
-    sup = "the supervisor (p.pid is its front)" if tree else "the direct mechanism"
+    by_mechanism = {
+        "cgroup": "the cgroup mechanism (p.pid is the target's)",
+        "supervisor": "the supervisor (p.pid is its front)",
+    }
+    sup = by_mechanism[tree_mechanism()] if tree else "the direct mechanism"
     spawn_how = (
         "the helper's supervisor, watching this process"
         if tree

@@ -18,11 +18,14 @@ from typing import Any, Literal
 #:   direct      the helper arms PR_SET_PDEATHSIG and execs the target in place (Linux)
 #:   supervisor  the helper stays between parent and target (tree, grace)
 #:   guardian    a detached guardian process watches parent and target
+#:   cgroup      the target in a cgroup v2 of its own, one watcher per process (Linux, tree)
 #:   job         a kill-on-close job object (Windows)
 #:   preexec_fn  the helper is missing: a preexec_fn arms PR_SET_PDEATHSIG (slow fallback)
-Mechanism = Literal["direct", "supervisor", "guardian", "job", "preexec_fn"]
+Mechanism = Literal["direct", "supervisor", "guardian", "cgroup", "job", "preexec_fn"]
 #: What ``mechanism=`` accepts.
-MECHANISM_CHOICES: tuple[Mechanism, ...] = ("direct", "supervisor", "guardian")
+MECHANISM_CHOICES: tuple[Mechanism, ...] = ("direct", "supervisor", "guardian", "cgroup")
+#: The mechanisms that end a whole tree.
+TREE_MECHANISMS = (None, "supervisor", "cgroup")
 
 #: SIGKILL's number, 9 on every POSIX system; Windows' signal module lacks the name.
 #: The one definition in Python: every other module imports it from here.
@@ -163,8 +166,13 @@ def _validated(options: LeashOptions) -> LeashOptions:
         )
     signal_number = validate_death_signal(options.death_signal)
     grace_s = validate_grace(options.grace)
-    if options.tree and mechanism not in (None, "supervisor"):
-        raise ValueError(f"tree=True needs the supervisor; it cannot use mechanism={mechanism!r}")
+    if options.tree and mechanism not in TREE_MECHANISMS:
+        raise ValueError(
+            f"tree=True needs the supervisor or the cgroup mechanism; it cannot use "
+            f"mechanism={mechanism!r}"
+        )
+    if mechanism == "cgroup" and not options.tree:
+        raise ValueError("mechanism='cgroup' ends the whole tree: it needs tree=True")
     if grace_s is not None and mechanism == "direct":
         raise ValueError(
             "grace needs the supervisor or the guardian: a kernel death signal cannot escalate"

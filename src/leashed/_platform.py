@@ -15,7 +15,10 @@ from typing import Any
 from . import _helper
 from ._linux import has_pidfd
 from ._plan import DEFAULTS, NAMES, LeashOptions, LeashPlan, Mechanism, plan_from
-from ._system import HAS_SUBREAPER, IS_LINUX, IS_WINDOWS, default_mechanism
+from ._system import HAS_SUBREAPER, IS_LINUX, IS_WINDOWS, default_mechanism, tree_mechanism
+
+if sys.platform == "linux":
+    from . import _cgroup
 
 #: What every backend offers (tests/test_layout.py checks both).
 BACKEND_NAMES = (
@@ -55,24 +58,38 @@ __all__ = [
     "plan_for_cli",
     "plan_for_popen",
     "plan_for_wrap",
+    "tree_mechanism",
 ]
 
 
 def capabilities() -> dict[str, Any]:
     """Per mechanism: available, how, whole_tree, race_free and notes; plus the helper.
 
-    ``default`` names what a plain ``leashed.Popen(...)`` uses; ``tree=True`` and
-    ``grace`` use the supervisor. Never a silent downgrade: a mechanism this machine
+    ``default`` names what a plain ``leashed.Popen(...)`` uses, ``tree_default`` what
+    ``tree=True`` uses (the cgroup mechanism where it is available, else the supervisor);
+    ``grace`` alone uses the supervisor. Never a silent downgrade: a mechanism this machine
     cannot honour says so here. The report is the backend's own.
     """
     report: dict[str, Any] = BACKEND.capabilities()
     return report
 
 
-def _mechanism_for(options: LeashOptions) -> Mechanism:
+def _mechanism_for(options: LeashOptions, *, spawned_here: bool = True) -> Mechanism:
+    """The mechanism of these options; ``spawned_here``: we execute the child ourselves
+    (leashed.Popen, leashed.asyncio), which the cgroup mechanism needs."""
+    if options.mechanism == "cgroup" and not spawned_here:
+        raise ValueError(
+            "mechanism='cgroup' needs the child spawned by leashed.Popen or leashed.asyncio"
+        )
+    if options.mechanism == "cgroup" and tree_mechanism() != "cgroup":
+        if sys.platform == "linux":
+            raise _cgroup.unavailable_error()
+        raise RuntimeError("mechanism='cgroup' is not available here: cgroups are Linux's")
     if options.mechanism is not None:
         return options.mechanism
-    if options.tree or options.grace is not None:
+    if options.tree:
+        return tree_mechanism() if spawned_here else "supervisor"
+    if options.grace is not None:
         return "supervisor"
     return default_mechanism()
 
@@ -178,7 +195,7 @@ def plan_for_wrap(**options: Any) -> LeashPlan:
             "the child's process handle; use leashed.Popen or leashed.asyncio"
         )
     checked = _validated(**options)
-    plan = plan_from(checked, _mechanism_for(checked))
+    plan = plan_from(checked, _mechanism_for(checked, spawned_here=False))
     if _helper.helper_path() is None:
         raise _helper.missing_error("leashed.wrap")
     plan = _process_scoped(checked, plan)
@@ -193,7 +210,7 @@ def plan_for_cli(*, pid: int | None, **options: Any) -> LeashPlan:
     if pid is not None and not given.tree and given.grace is None:
         options["mechanism"] = "guardian"
     checked = _validated(**options)
-    plan = _process_scoped(checked, plan_from(checked, _mechanism_for(checked)))
+    plan = _process_scoped(checked, plan_from(checked, _mechanism_for(checked, spawned_here=False)))
     if _helper.helper_path() is None:
         raise _helper.missing_error("leashed run")
     _require_pidfd(plan, "leashed run", "run it without --tree, --grace and --pid")

@@ -32,8 +32,11 @@ class Popen(subprocess.Popen[AnyStr]):
     Takes every ``subprocess.Popen`` argument with its usual meaning, plus keyword-only
     leash options:
 
-    - ``tree``: end every descendant too, not only the target (a supervisor: on Linux a
-      child subreaper). ``pid`` is then the supervisor's front, and ``kill()`` /
+    - ``tree``: end every descendant too, not only the target. Where this process may
+      write a cgroup v2 hierarchy (Linux), the target runs in a cgroup of its own
+      (mechanism ``"cgroup"``): ``pid`` is the target's, ``kill()`` is ``cgroup.kill``
+      of the whole tree, other signals reach the target. Elsewhere a supervisor (on
+      Linux a child subreaper): ``pid`` is then the supervisor's front, and ``kill()`` /
       ``terminate()`` / ``send_signal()`` act through it; a SIGKILL of that pid, or of
       its process group, still ends the whole tree. Leftovers (a daemon the target
       started) end when the target exits.
@@ -49,7 +52,8 @@ class Popen(subprocess.Popen[AnyStr]):
       garbage-collected while the child runs. Default False: a dropped child keeps
       running, exactly as with subprocess (reaped later, ResourceWarning), and still dies
       with this process.
-    - ``mechanism``: force ``"direct"``, ``"supervisor"`` or ``"guardian"``.
+    - ``mechanism``: force ``"direct"``, ``"supervisor"``, ``"guardian"`` or (with
+      ``tree``) ``"cgroup"``; a forced mechanism that cannot work here raises.
     """
 
     def __init__(
@@ -82,7 +86,7 @@ class Popen(subprocess.Popen[AnyStr]):
 
     @property
     def mechanism(self) -> str:
-        """How this child is leashed: direct, supervisor, guardian, job or preexec_fn."""
+        """How this child is leashed: direct, supervisor, guardian, cgroup, job or preexec_fn."""
         return str(self._leash.plan.mechanism)
 
     def _execute_child(self, *args: Any, **kwargs: Any) -> None:

@@ -36,6 +36,8 @@ from ._protocol import (
 )
 
 assert sys.platform != "win32", "the Windows backend is _windows"  # for type checkers
+if sys.platform == "linux":
+    from . import _cgroup
 
 #: This backend's report for leashed.capabilities().
 capabilities = posix_capabilities
@@ -59,6 +61,7 @@ class ChildLeash:
         self.control: socket.socket | None = None
         self.control_name: str | None = None
         self.pidfd: int | None = None
+        self.cgroup: Any = None  # the cgroup mechanism's cgroup (Linux): a _cgroup.Slot
 
     @property
     def supervised(self) -> bool:
@@ -68,6 +71,8 @@ class ChildLeash:
     def close(self) -> None:
         """Release the control socket and the pidfd (the child is reaped or let go)."""
         self.control_name = None
+        if self.cgroup is not None:
+            self.cgroup.release()
         if self.control is not None:
             self.control.close()
             self.control = None
@@ -150,6 +155,7 @@ def execute_child(popen: Any, call: dict[str, Any]) -> None:
         for fd in (report_read, *for_child):
             with contextlib.suppress(OSError):
                 os.close(fd)
+        _cgroup_started(leash, 0)
         raise
     _after_report(popen, leash, read_report(report_read), program)
 
@@ -163,14 +169,22 @@ class _LeashFds:
     watch_pid: int | None = None  # this process, watched with a pidfd
     control: int | None = None  # a socketpair end for the supervisor's control requests
     listener: int | None = None  # a listening control socket (Linux, by abstract name)
+    join_fd: int | None = None  # cgroup: the target's cgroup.procs, joined before exec
 
     @property
     def helper_values(
         self,
-    ) -> tuple[int | None, int | None, int | None, int | None, int | None]:
-        """parent_pid, lifeline, watch_pid, control and listener, as _helper_options
-        takes them."""
-        return self.parent_pid, self.lifeline, self.watch_pid, self.control, self.listener
+    ) -> tuple[int | None, int | None, int | None, int | None, int | None, int | None]:
+        """parent_pid, lifeline, watch_pid, control, listener and join_fd, as
+        _helper_options takes them."""
+        return (
+            self.parent_pid,
+            self.lifeline,
+            self.watch_pid,
+            self.control,
+            self.listener,
+            self.join_fd,
+        )
 
     @property
     def inherited_only(self) -> tuple[int, ...]:
@@ -182,6 +196,12 @@ def _open_leash_fds(leash: ChildLeash, for_child: list[int]) -> _LeashFds:
     """The lifeline, pidfd watch and control socket the plan needs; every fd opened for
     the child is appended to ``for_child`` (closed by the caller after the spawn)."""
     mechanism = leash.plan.mechanism
+    if sys.platform == "linux" and mechanism == "cgroup":
+        # the one value handed to whatever executes the child (-J for the helper)
+        leash.cgroup = _cgroup.leashes().acquire(leash.plan)
+        join_fd = leash.cgroup.open_procs()
+        for_child.append(join_fd)
+        return _LeashFds(parent_pid=os.getpid(), join_fd=join_fd)
     if mechanism == "direct":
         return _LeashFds(parent_pid=os.getpid())
     lifeline = _lifeline.lifeline_read_fd()
@@ -226,8 +246,9 @@ def _after_report(
     """Raise what subprocess would for a failed start; else pin the child for kill_on_drop."""
     if failure is not None:
         _seam.reap_failed_start(popen)
-        leash.close()
+        _cgroup_started(leash, 0)
         raise report_error(*failure, filename=program)
+    _cgroup_started(leash, popen.pid)
     if leash.plan.kill_on_drop and leash.plan.mechanism != "supervisor":
         leash.pidfd = _pidfd_of(popen.pid)
 
@@ -258,13 +279,14 @@ def _helper_options(
     watch_pid: int | None,
     control: int | None,
     listener: int | None,
+    join_fd: int | None,
     call: dict[str, Any],
 ) -> tuple[str, ...]:
     """``helper MODE [OPTION VALUE]... --`` for this spawn (see HelperCommand.argv)."""
     uid, gid, gids = call["uid"], call["gid"], call["gids"]
     cacheable = uid is None and gid is None and gids is None
     # the plan itself: a frozen dataclass, so every field (a new one too) is in the key
-    key = (helper, plan, report_fd, parent_pid, lifeline, watch_pid, control, listener)
+    key = (helper, plan, report_fd, parent_pid, lifeline, watch_pid, control, listener, join_fd)
     options = _options_cache.get(key) if cacheable else None
     if options is None:
         command = HelperCommand(
@@ -275,6 +297,7 @@ def _helper_options(
             watch_pid=watch_pid,
             control_fd=control,
             listen_fd=listener,
+            join_fd=join_fd,
             uid=uid,
             gid=gid,
             extra_groups=gids,
@@ -285,6 +308,15 @@ def _helper_options(
                 _options_cache.clear()
             _options_cache[key] = options
     return options
+
+
+def _cgroup_started(leash: ChildLeash, pid: int) -> None:
+    """Tell the watcher the target runs in its cgroup (pid 0: it never ran, which ends the
+    cgroup and frees it)."""
+    if leash.cgroup is not None:
+        leash.cgroup.started(pid)
+        if not pid:
+            leash.close()
 
 
 def _spawn(popen: Any, call: dict[str, Any], *, on_long_lived_thread: bool) -> None:
@@ -330,6 +362,11 @@ def send_signal(popen: Any, sig: int, stdlib_send: Callable[[int], None]) -> Non
     """As subprocess's send_signal; a supervisor relays it to the target (SIGKILL: the
     tree), answering as os.kill would (OSError(EINVAL) for a bad signal number)."""
     leash: ChildLeash = popen._leash
+    if leash.cgroup is not None and _signal_number(sig) == SIGKILL:
+        popen.poll()  # a reaped target's cgroup is not ours to kill any more
+        if popen.returncode is None or leash.plan.keep_leftovers:
+            leash.cgroup.kill()  # the tree, at once; the target is our child: wait() sees it
+        return
     if not leash.supervised:
         stdlib_send(sig)
         return
@@ -414,6 +451,11 @@ def _exchange(control: socket.socket, op: ControlOp, value: int) -> int | None:
 def drop(popen: Any) -> None:
     """End the child as if the parent had died (its death signal, its grace)."""
     leash: ChildLeash = popen._leash
+    if leash.cgroup is not None:
+        if popen.poll() is None or leash.plan.keep_leftovers:
+            leash.cgroup.end()
+        leash.close()
+        return
     if popen.poll() is not None:
         if leash.plan.keep_leftovers and leash.supervised:
             _ask_supervisor(leash, ControlOp.DROP, 0)  # the kept leftovers

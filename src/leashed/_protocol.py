@@ -62,23 +62,29 @@ class _Option:
 _ALL = frozenset({"direct", "supervisor", "guardian"})
 _WATCHING = frozenset({"supervisor", "guardian"})
 _SUPERVISOR = frozenset({"supervisor"})
+_WATCHER = frozenset({"watcher"})  # the cgroup mechanism's one watcher per parent process
 #: Every helper option and the modes that take it: the table of src/helper/options.c.
 OPTIONS = {
-    "report_fd": _Option("-r", "number", _ALL),
-    "parent_pid": _Option("-p", "number", _ALL),
+    "report_fd": _Option("-r", "number", _ALL | _WATCHER),
+    "parent_pid": _Option("-p", "number", _ALL | _WATCHER),
     "death_signal": _Option("-s", "number", _ALL),
     "uid": _Option("-U", "number", _ALL),
     "gid": _Option("-G", "number", _ALL),
     "extra_groups": _Option("-X", "list", _ALL),
     "grace_ms": _Option("-g", "number", _WATCHING),
-    "lifeline_fd": _Option("-l", "number", _WATCHING),
-    "watch_pid": _Option("-w", "number", _WATCHING),
-    "control_fd": _Option("-c", "number", _SUPERVISOR),
+    "lifeline_fd": _Option("-l", "number", _WATCHING | _WATCHER),
+    "watch_pid": _Option("-w", "number", _WATCHING | _WATCHER),
+    "control_fd": _Option("-c", "number", _SUPERVISOR | _WATCHER),
     "listen_fd": _Option("-L", "number", _SUPERVISOR),
     "tree": _Option("-t", "flag", _SUPERVISOR),
     "keep_leftovers": _Option("-k", "flag", _SUPERVISOR),
     "process_group": _Option("-P", "flag", _SUPERVISOR),
+    "join_fd": _Option("-J", "number", frozenset({"direct"})),
 }
+#: The helper mode of each mechanism that is not itself a mode: the cgroup mechanism's
+#: target is executed by direct mode, which joins its cgroup (-J) instead of arming
+#: PR_SET_PDEATHSIG; tree, grace and keep_leftovers are the watcher's business.
+MODE_OF = {"cgroup": "direct"}
 
 
 @dataclass(frozen=True)
@@ -96,27 +102,30 @@ class HelperCommand:
     gid: int | None = None
     extra_groups: Sequence[int] | None = None
     process_group: bool = False
+    join_fd: int | None = None
 
     def options(self, helper: str) -> list[str]:
         """``helper MODE [OPTION VALUE]... --``: the helper's part of the argv."""
-        mode = self.plan.mechanism
+        mode = MODE_OF.get(self.plan.mechanism, self.plan.mechanism)
+        by_helper = mode == self.plan.mechanism  # else the watcher ends the tree
         values: dict[str, object] = {
             "report_fd": self.report_fd,
             "parent_pid": self.parent_pid,
-            "death_signal": self.plan.death_signal,
-            "grace_ms": self.plan.grace_ms,
+            "death_signal": self.plan.death_signal if by_helper else None,
+            "grace_ms": self.plan.grace_ms if by_helper else None,
             "lifeline_fd": self.lifeline_fd,
             "watch_pid": self.watch_pid,
             "control_fd": self.control_fd,
             "listen_fd": self.listen_fd,
-            "tree": self.plan.tree or None,
-            "keep_leftovers": self.plan.keep_leftovers or None,
+            "tree": (self.plan.tree and by_helper) or None,
+            "keep_leftovers": (self.plan.keep_leftovers and by_helper) or None,
             "uid": self.uid,
             "gid": self.gid,
             "extra_groups": None
             if self.extra_groups is None
             else ",".join(map(str, self.extra_groups)),
             "process_group": self.process_group or None,
+            "join_fd": self.join_fd,
         }
         cmd = [helper, mode]
         for name, value in values.items():

@@ -141,3 +141,11 @@ def reap_failed_start(popen: subprocess.Popen[Any]) -> None:
         popen.wait(timeout=30)
     except Exception:
         popen.returncode = sys.maxsize
+
+
+class UnleashedPopen(subprocess.Popen[Any]):
+    """subprocess.Popen with the stdlib's own ``_execute_child``, whatever install() put on
+    the class: for leashed's own processes (the cgroup watcher's launcher), which must
+    never go through a leash themselves."""
+
+    _execute_child = STDLIB_EXECUTE_CHILD

@@ -9,6 +9,9 @@ import sys
 
 from ._plan import Mechanism
 
+if sys.platform == "linux":
+    from . import _cgroup
+
 IS_WINDOWS = sys.platform == "win32"
 IS_LINUX = sys.platform.startswith("linux")
 IS_FREEBSD = sys.platform.startswith("freebsd")
@@ -23,3 +26,11 @@ def default_mechanism() -> Mechanism:
     if IS_WINDOWS:
         return "job"
     return "direct" if IS_LINUX else "guardian"
+
+
+def tree_mechanism() -> Mechanism:
+    """What ``tree=True`` uses here: a cgroup of its own where this process may write a
+    cgroup v2 hierarchy (Linux), else the supervisor."""
+    if sys.platform == "linux" and _cgroup.available():
+        return "cgroup"
+    return "supervisor"

@@ -565,6 +565,7 @@ def capabilities() -> dict[str, object]:
         "platform": sys.platform,
         "helper": None,
         "default": "job",
+        "tree_default": "job",
         "mechanisms": {"job": windows_capabilities()},
     }
 
