@@ -171,7 +171,7 @@ void sup_read_lifeline(struct sup *s)
 		return;
 	close(s->life);
 	s->life = -1;
-	s->parent_gone = 1;
+	s->parent_gone |= lh_lifeline_is_death(s->o);
 }
 
 /* The front never writes: readable means it is gone, killed perhaps (SIGKILL of the pid
