@@ -128,3 +128,55 @@ os.execv(sys.executable, [sys.executable, "-c",
         assert dead == ["direct-worker"], f"ended by the parent's exec: {dead}"
         parent.kill()
         assert wait_until_gone(case_marker, 5) == []
+
+
+# -- 4. `leashed run --pid P --tree -- CMD &` from a script that exits at once -----------------
+
+LEASHED = [sys.executable, "-m", "leashed"]
+
+
+def _script(line: str, marker: str, **env: str) -> int:
+    """``sh -c line`` as the leader of its own process group, as a shell's job is; its
+    status (what it starts in the background keeps no pipe of ours)."""
+    return subprocess.run(
+        ["sh", "-c", line],
+        env={**os.environ, CASE_VAR: marker, **env},
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=30,
+    ).returncode
+
+
+@pytest.mark.parametrize("options", [["--tree"], ["--grace", "1"], []], ids=["tree", "grace", "guardian"])
+def test_run_pid_from_a_script_that_exits_at_once_starts_command(
+    case_marker: str, tmp_path: Path, options: list[str]
+) -> None:
+    watched = subprocess.Popen(["sleep", "1000"])
+    log = tmp_path / "log"
+    log.touch()
+    try:
+        cli = " ".join([*LEASHED, "run", "--pid", str(watched.pid), *options])
+        _script(f"{cli} -- sleep 1000 2>{log} & exit 0", case_marker)
+        started = poll_until(lambda: _sleeps(case_marker, watched.pid), 15)
+        assert started, f"COMMAND never ran: {log.read_text()!r}"
+        assert log.read_text() == ""
+        watched.kill()
+        watched.wait()
+        assert wait_until_gone(case_marker, 5) == []
+    finally:
+        watched.kill()
+        watched.wait()
+
+
+def _sleeps(marker: str, *but: int) -> list[int]:
+    """The live `sleep` processes carrying ``marker``, but those given."""
+    return [pid for pid in marked(marker) if pid not in but and _is_sleep(pid)]
+
+
+def _is_sleep(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "sleep"
+    except OSError:
+        return False

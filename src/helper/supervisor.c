@@ -289,6 +289,20 @@ static void restore_signals(const struct sup *s)
 	sigprocmask(SIG_SETMASK, &s->orig_mask, NULL);
 }
 
+/* Puts pid (0: ourselves) in group join, or a group of its own (join 0). A group whose
+ * members have all exited (a script that ran `leashed run --tree ... &` and exited) cannot
+ * be joined (EPERM): the target then gets a group of its own, as nothing else has the
+ * old one's signals to share. The supervisor and the target both call this (the race-free
+ * pair) and reach the same outcome in either order. */
+static int join_group(pid_t pid, pid_t join)
+{
+	if (join && setpgid(pid, join) == 0)
+		return 0;
+	if (join && errno != EPERM)
+		return -1;
+	return setpgid(pid, 0);
+}
+
 /* In the forked child: credentials, leash (SIGKILL when the supervisor dies), its group:
  * its own with the group strategy, else the front's or the caller's (the supervisor does
  * the same: the race-free pair), exec. */
@@ -301,9 +315,7 @@ _Noreturn static void start_target(const struct sup *s)
 		lh_fail(o, STAGE_ARM, errno, "arm the leash", NULL);
 	if (getppid() != s->self)
 		_exit(1); /* the supervisor is already gone */
-	if (!s->join && setpgid(0, 0) < 0)
-		lh_fail(o, STAGE_ARM, errno, "arm the leash", NULL);
-	if (s->join && setpgid(0, s->join) < 0)
+	if (join_group(0, s->join) < 0)
 		lh_fail(o, STAGE_ARM, errno, "arm the leash", NULL);
 	restore_signals(s);
 	lh_exec_target(o);
@@ -339,7 +351,7 @@ static void start(struct sup *s)
 		s->pgid = pid;
 	}
 	if (s->join)
-		setpgid(pid, s->join); /* the race-free pair, as above */
+		join_group(pid, s->join); /* the race-free pair, as above */
 	watch_target(s);
 	if (s->o->report_fd >= 0)
 		close(s->o->report_fd); /* the caller's EOF now means: the target was executed */
