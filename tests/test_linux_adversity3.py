@@ -180,3 +180,105 @@ def _is_sleep(pid: int) -> bool:
         return Path(f"/proc/{pid}/comm").read_text().strip() == "sleep"
     except OSError:
         return False
+
+
+# -- 6. an unprivileged caller's target that switches its real uid ---------------------------
+
+SWITCHER_C = r"""
+#include <stdio.h>
+#include <unistd.h>
+int main(void)
+{
+	if (setuid(0) != 0)
+		return 2;
+	puts("switched");
+	fflush(stdout);
+	for (;;)
+		pause();
+}
+"""
+
+#: The parent: unprivileged (nobody) before its first spawn; the imports it needs are done
+#: while it can still read them.
+UNPRIVILEGED_KILL = """
+import os, sys, time, errno, socket, leashed, leashed._posix, leashed._spawner
+os.setgroups([])
+os.setresgid(65534, 65534, 65534)
+os.setresuid(65534, 65534, 65534)
+proc = leashed.Popen([sys.argv[1]], stdout=leashed.PIPE, **eval(sys.argv[2]))
+assert proc.stdout.readline() == b"switched\\n"
+started = time.monotonic()
+try:
+    proc.kill()
+    outcome = "killed"
+except PermissionError:
+    outcome = "PermissionError"
+print(outcome, round(time.monotonic() - started, 1), proc.poll(), flush=True)
+print("rc", proc.wait(), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def switcher() -> Path:
+    """A setuid-root program that makes its real uid root too, as su and sudo do."""
+    if os.geteuid() != 0 or shutil.which("cc") is None:
+        pytest.skip("needs root (to make a setuid-root program) and a C compiler")
+    import tempfile
+
+    where = Path(tempfile.mkdtemp(prefix="leashed-setuid-", dir="/tmp"))
+    try:
+        where.chmod(0o755)
+        (where / "switch.c").write_text(SWITCHER_C)
+        subprocess.run(["cc", "-o", str(where / "switch"), str(where / "switch.c")], check=True)
+        os.chown(where / "switch", 0, 0)
+        (where / "switch").chmod(0o4755)
+        yield where / "switch"
+    finally:
+        shutil.rmtree(where)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"tree": True}, {"grace": 1}, {}, {"mechanism": "guardian"}],
+    ids=["tree", "grace", "direct", "guardian"],
+)
+def test_kill_of_a_target_out_of_reach_raises_and_wait_waits(
+    case_marker: str, switcher: Path, options: dict[str, object], tmp_path: Path
+) -> None:
+    errors = (tmp_path / "stderr").open("w+")  # not a pipe: the target would hold it
+    parent = subprocess.Popen(
+        [sys.executable, "-c", UNPRIVILEGED_KILL, str(switcher), repr(options)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent)},
+        stdout=subprocess.PIPE,
+        stderr=errors,
+        text=True,
+        cwd="/",
+    )
+    try:
+        assert parent.stdout is not None
+        line = parent.stdout.readline()
+        assert line, (tmp_path / "stderr").read_text()
+        outcome, seconds, poll = line.split()
+        assert (outcome, poll) == ("PermissionError", "None")
+        assert float(seconds) < 5  # os.kill answers at once; a 10 s stall is the bug
+        target = poll_until(lambda: [p for p in marked(case_marker) if _comm(p) == "switch"], 5)
+        assert len(target) == 1
+        time.sleep(0.5)
+        assert parent.poll() is None  # wait() still waits: the target lives
+        os.kill(target[0], signal.SIGKILL)
+        assert parent.stdout.readline().split() == ["rc", "-9"]
+        assert parent.wait(10) == 0
+        assert wait_until_gone(case_marker, 5) == []  # no supervisor lingers
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        parent.wait()
+        parent.stdout.close()  # type: ignore[union-attr]
+        errors.close()
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""

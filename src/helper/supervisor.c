@@ -194,7 +194,8 @@ static void answer(struct sup *s, int32_t err)
 }
 
 /* SIGNAL 0 probes (never ends anything), SIGKILL ends everything and is answered once it
- * is all dead, any other signal is relayed; RELEASE ends as on the parent's death. */
+ * is all dead (EPERM at once if the target is out of reach: it switched its real uid),
+ * any other signal is relayed; RELEASE ends as on the parent's death. */
 static void control_request(struct sup *s, int32_t op, int32_t value)
 {
 	if (op == CTL_RELEASE) {
@@ -207,6 +208,8 @@ static void control_request(struct sup *s, int32_t op, int32_t value)
 		answer(s, ESRCH);
 	} else if (value == 0) {
 		answer(s, 0);
+	} else if (value == SIGKILL && sup_relay(s, 0) == EPERM) {
+		answer(s, EPERM); /* out of our reach (a real-uid switch): as kill() would say */
 	} else if (value == SIGKILL) {
 		s->kill_asked = s->kill_reply = 1;
 	} else {
