@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -282,3 +283,127 @@ def _comm(pid: int) -> str:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return ""
+
+
+# -- 1., 2. a parent that is gone before we look, under a subreaper ---------------------------
+
+#: Becomes a child subreaper, runs the shell line given, then reaps what it adopts.
+SUBREAPER = """
+import ctypes, os, subprocess, sys, time
+assert ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+print("ran", subprocess.run(["sh", "-c", sys.argv[1]], stdin=subprocess.DEVNULL).returncode, flush=True)
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        time.sleep(0.05)
+"""
+
+#: Calls watch_parent() once its parent (a shell that exits at once) is surely gone.
+LATE_WATCHER = """
+import os, sys, time, leashed
+time.sleep(float(sys.argv[2]))
+try:
+    watch = leashed.watch_parent()
+except ProcessLookupError:
+    result = "gone"
+else:
+    result = f"watching {watch.parent_pid}"
+with open(sys.argv[1], "w") as f:
+    f.write(result)
+time.sleep(1000)
+"""
+
+PIN = "export LEASHED_PARENT=$$"
+
+
+def _under_subreaper(line: str, marker: str) -> Parent:
+    parent = Parent("import sys\nsys.argv[1:] = [" + repr(line) + "]\n" + SUBREAPER, marker)
+    assert parent.read_line() == "ran 0"
+    return parent
+
+
+@pytest.mark.parametrize(
+    ("pin", "flags", "expected"),
+    [(PIN, "", "gone"), (PIN + ":$(cut -d' ' -f22 /proc/$$/stat)", "", "gone"), ("", "-I", "watching")],
+    ids=["pid-pin", "pid-start-pin", "isolated-ignores-the-pin"],
+)
+def test_watch_parent_after_the_parent_died_under_a_subreaper(
+    case_marker: str, tmp_path: Path, pin: str, flags: str, expected: str
+) -> None:
+    out = tmp_path / "out"
+    watcher = " ".join([sys.executable, *flags.split(), "-c", shlex.quote(LATE_WATCHER), str(out), "0.5"])
+    line = f"{pin or PIN}; {watcher} & exit 0"
+    with _under_subreaper(line, case_marker) as reaper:
+        assert poll_until(out.exists, 10), "the watcher wrote nothing"
+        result = poll_until(out.read_text, 5)
+        if expected == "watching":  # -I: the pin is not read; the subreaper is all it sees
+            assert result == f"watching {reaper.proc.pid}"
+        else:
+            assert result == expected
+
+
+def test_watch_parent_default_is_never_init(case_marker: str, tmp_path: Path) -> None:
+    """In a pid namespace of its own the orphan's reaper is pid 1 (no subreaper between)."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1)")
+    out = tmp_path / "out"
+    watcher = " ".join([sys.executable, "-c", shlex.quote(LATE_WATCHER), str(out), "0.5"])
+    inner = f"sh -c {shlex.quote(watcher + ' & exit 0')}; sleep 3"
+    subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", inner],
+        env={**os.environ, CASE_VAR: case_marker},
+        stdin=subprocess.DEVNULL,
+        timeout=30,
+        check=True,
+    )
+    assert out.read_text() == "gone"
+
+
+def test_watch_parent_exact_pid_and_start_time(case_marker: str) -> None:
+    watched = subprocess.Popen(["sleep", "1000"])
+    try:
+        start = read_stat(watched.pid).start_time  # type: ignore[union-attr]
+        with pytest.raises(ProcessLookupError):
+            leashed.watch_parent(lambda: None, pid=watched.pid, start_time=start + 1)
+        fired: list[bool] = []
+        watch = leashed.watch_parent(lambda: fired.append(True), pid=watched.pid, start_time=start)
+        assert watch.parent_pid == watched.pid
+        time.sleep(0.2)
+        assert fired == []
+        watched.kill()
+        watched.wait()
+        assert poll_until(lambda: fired, 5) == [True]
+        with pytest.raises(ProcessLookupError):
+            leashed.watch_parent(lambda: None, pid=watched.pid, start_time=start)
+    finally:
+        watched.kill()
+        watched.wait()
+    with pytest.raises(ValueError, match="start_time"):
+        leashed.watch_parent(start_time=start)
+    with pytest.raises(ValueError, match="pid"):
+        leashed.watch_parent(pid=0)
+
+
+def test_parent_env_names_this_process() -> None:
+    value = leashed.parent_env()["LEASHED_PARENT"]
+    assert value == f"{os.getpid()}:{read_stat(os.getpid()).start_time}"  # type: ignore[union-attr]
+
+
+def _cli_trials(marker: str, trials: int) -> list[int]:
+    """`leashed run -- sleep &` from a script that pins itself and exits at once, under a
+    subreaper: the sleeps still alive once every CLI has had time to start."""
+    run = " ".join([*LEASHED, "run", "--", "sleep", "1000"])
+    line = f"{PIN}; " + "".join(f"{run} & " for _ in range(trials)) + "exit 0"
+    with _under_subreaper(line, marker):
+        time.sleep(3.0 + 0.3 * trials)
+        return _sleeps(marker)
+
+
+def test_run_from_a_script_gone_under_a_subreaper_starts_nothing(case_marker: str) -> None:
+    assert _cli_trials(case_marker, 2) == []
+
+
+@pytest.mark.slow
+def test_run_from_a_script_gone_under_a_subreaper_trials(case_marker: str) -> None:
+    assert _cli_trials(case_marker, 10) == []
