@@ -3,7 +3,6 @@ fd, exec'ing itself, or its target out of reach by a setuid switch (issue 23).""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shlex
 import shutil
@@ -15,10 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-from support import CASE_VAR, Parent, alive, marked, wait_pid_gone, wait_until_gone
+from support import CASE_VAR, Parent, alive, marked, wait_until_gone
 
 import leashed
-from leashed import _capabilities, _spawner
 from leashed._linux import has_pidfd
 from leashed._procfs import poll_until, read_stat
 
@@ -60,7 +58,9 @@ def _sleep_in(root: int) -> int:
             if Path(f"/proc/{pid}/comm").read_text().strip() == "sleep":
                 return pid
             for task in os.listdir(f"/proc/{pid}/task"):
-                todo += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+                todo += [
+                    int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+                ]
         except OSError:
             continue
     return 0
@@ -68,7 +68,9 @@ def _sleep_in(root: int) -> int:
 
 def _run_parent(code: str, marker: str, go: Path) -> tuple[Parent, dict[str, int]]:
     """A parent with one child per mechanism; runs ``code`` once ``go`` exists."""
-    parent = Parent(WATCHERS + textwrap.dedent(code), marker, env={**os.environ, "GO_FILE": str(go)})
+    parent = Parent(
+        WATCHERS + textwrap.dedent(code), marker, env={**os.environ, "GO_FILE": str(go)}
+    )
     try:
         line = parent.read_line()
         pids = dict(item.split("=") for item in line.split())
@@ -94,11 +96,14 @@ while not os.path.exists(os.environ["GO_FILE"]):
 
 @needs_pidfd
 def test_closing_every_fd_in_a_live_parent_ends_nothing(case_marker: str, tmp_path: Path) -> None:
-    code = PRINT_PIDS + """
+    code = (
+        PRINT_PIDS
+        + """
 os.closerange(3, 65536)
 print("closed", flush=True)
 time.sleep(1000)
 """
+    )
     parent, targets = _run_parent(code, case_marker, tmp_path / "go")
     with parent:
         assert parent.read_line() == "closed"
@@ -117,10 +122,13 @@ def test_the_leash_follows_the_parent_across_exec(case_marker: str, tmp_path: Pa
     """Kept across the parent's exec, as plain subprocess keeps them: every mechanism but a
     direct child forked by a spawner thread (PR_SET_PDEATHSIG follows the forking thread,
     and exec ends every other thread): that one exception is stated in the README."""
-    code = PRINT_PIDS + """
+    code = (
+        PRINT_PIDS
+        + """
 os.execv(sys.executable, [sys.executable, "-c",
     "import time; print('execd', flush=True); time.sleep(1000)"])
 """
+    )
     parent, targets = _run_parent(code, case_marker, tmp_path / "go")
     with parent:
         assert parent.read_line() == "execd"
@@ -150,7 +158,9 @@ def _script(line: str, marker: str, **env: str) -> int:
     ).returncode
 
 
-@pytest.mark.parametrize("options", [["--tree"], ["--grace", "1"], []], ids=["tree", "grace", "guardian"])
+@pytest.mark.parametrize(
+    "options", [["--tree"], ["--grace", "1"], []], ids=["tree", "grace", "guardian"]
+)
 def test_run_pid_from_a_script_that_exits_at_once_starts_command(
     case_marker: str, tmp_path: Path, options: list[str]
 ) -> None:
@@ -291,7 +301,8 @@ def _comm(pid: int) -> str:
 SUBREAPER = """
 import ctypes, os, subprocess, sys, time
 assert ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
-print("ran", subprocess.run(["sh", "-c", sys.argv[1]], stdin=subprocess.DEVNULL).returncode, flush=True)
+script = subprocess.run(["sh", "-c", sys.argv[1]], stdin=subprocess.DEVNULL)
+print("ran", script.returncode, flush=True)
 while True:
     try:
         os.wait()
@@ -325,14 +336,20 @@ def _under_subreaper(line: str, marker: str) -> Parent:
 
 @pytest.mark.parametrize(
     ("pin", "flags", "expected"),
-    [(PIN, "", "gone"), (PIN + ":$(cut -d' ' -f22 /proc/$$/stat)", "", "gone"), ("", "-I", "watching")],
+    [
+        (PIN, "", "gone"),
+        (PIN + ":$(cut -d' ' -f22 /proc/$$/stat)", "", "gone"),
+        ("", "-I", "watching"),
+    ],
     ids=["pid-pin", "pid-start-pin", "isolated-ignores-the-pin"],
 )
 def test_watch_parent_after_the_parent_died_under_a_subreaper(
     case_marker: str, tmp_path: Path, pin: str, flags: str, expected: str
 ) -> None:
     out = tmp_path / "out"
-    watcher = " ".join([sys.executable, *flags.split(), "-c", shlex.quote(LATE_WATCHER), str(out), "0.5"])
+    watcher = " ".join(
+        [sys.executable, *flags.split(), "-c", shlex.quote(LATE_WATCHER), str(out), "0.5"]
+    )
     line = f"{pin or PIN}; {watcher} & exit 0"
     with _under_subreaper(line, case_marker) as reaper:
         assert poll_until(out.exists, 10), "the watcher wrote nothing"

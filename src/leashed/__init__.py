@@ -18,7 +18,7 @@ from subprocess import (
 
 from ._capabilities import capabilities
 from ._popen import Popen, call, check_call, check_output, run
-from ._watch import ParentWatch, watch_parent
+from ._watch import ParentWatch, parent_env, watch_parent
 from ._wrap import wrap
 
 __version__ = "0.1.0"
@@ -38,6 +38,7 @@ __all__ = [
     "capabilities",
     "check_call",
     "check_output",
+    "parent_env",
     "run",
     "watch_parent",
     "wrap",

@@ -63,24 +63,31 @@ def fallback_preexec_fn(
     return arm
 
 
-def open_parent_handle() -> tuple[int, int] | None:
-    """(parent pid, pidfd) for this process's parent, or None without pidfd_open.
+def open_parent_handle(
+    pid: int | None = None, still_there: Callable[[], bool] | None = None
+) -> tuple[int, int] | None:
+    """(pid, pidfd) for ``pid`` (default: this process's parent), or None without pidfd_open.
 
-    The pidfd names the process itself, so a reused pid can never be mistaken for it.
-    Raises ProcessLookupError if the parent is already gone.
+    The pidfd names the process itself, so a reused pid can never be mistaken for it once
+    ``still_there()`` (default: we were not re-parented), asked after the open, says the
+    pid still named the process meant. Raises ProcessLookupError if it is already gone.
     """
     if not hasattr(os, "pidfd_open"):
         return None
-    parent = os.getppid()
+    parent = os.getppid() if pid is None else pid
+    if still_there is None:
+        still_there = lambda: os.getppid() == parent  # noqa: E731
     try:
         pidfd = os.pidfd_open(parent)
+    except ProcessLookupError:
+        raise ProcessLookupError(f"process {parent} has already exited") from None
     except OSError as exc:
         if exc.errno in (38, 1):  # ENOSYS, EPERM (seccomp): no pidfd here
             return None
         raise
-    if os.getppid() != parent:  # it died and we were re-parented while opening
+    if not still_there():  # it died (and we were re-parented, or its pid reused) meanwhile
         os.close(pidfd)
-        raise ProcessLookupError(f"parent process {parent} has already exited")
+        raise ProcessLookupError(f"process {parent} has already exited")
     return parent, pidfd
 
 
