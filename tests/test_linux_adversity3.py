@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 from support import CASE_VAR, Parent, alive, marked, wait_until_gone
 
 import leashed
+from leashed import _capabilities, _spawner
 from leashed._linux import has_pidfd
 from leashed._procfs import poll_until, read_stat
 
@@ -424,3 +426,35 @@ def test_run_from_a_script_gone_under_a_subreaper_starts_nothing(case_marker: st
 @pytest.mark.slow
 def test_run_from_a_script_gone_under_a_subreaper_trials(case_marker: str) -> None:
     assert _cli_trials(case_marker, 10) == []
+
+
+# -- 7. capabilities(): every statement checked against the running code -------------------
+
+
+def test_capabilities_statements_are_the_running_code() -> None:
+    """The text's claims, each tied to what the tests above (or a probe here) show."""
+    mechanisms = leashed.capabilities()["mechanisms"]
+    direct, supervisor, guardian = (mechanisms[m] for m in ("direct", "supervisor", "guardian"))
+    # The spawner-thread count: a probe, not the constant only.
+    ready = threading.Barrier(4)
+
+    def spawn() -> None:
+        ready.wait()
+        leashed.Popen(["true"]).wait()
+
+    workers = [threading.Thread(target=spawn) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    spawners = [t for t in threading.enumerate() if t.name == "leashed-spawner"]
+    assert len(spawners) == _spawner.SPAWNER_THREADS
+    assert f"on {len(spawners)} long-lived spawner threads" in direct["how"]
+    # test_the_leash_follows_the_parent_across_exec: only direct-worker ends at exec.
+    assert direct["notes"] == [_capabilities.EXEC_ENDS_SPAWNER_CHILDREN]
+    # test_closing_every_fd_... and test_the_leash_follows_...: tree, grace, guardian kept.
+    watch_note = _capabilities.PIDFD_KEEPS if has_pidfd() else _capabilities.LIFELINE_ONLY
+    assert watch_note in supervisor["notes"]
+    assert guardian["notes"] == [_capabilities.PIDFD_KEEPS]
+    # test_kill_of_a_target_out_of_reach_raises_and_wait_waits[tree, grace].
+    assert _capabilities.OUT_OF_REACH in supervisor["notes"]
