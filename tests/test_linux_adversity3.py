@@ -458,3 +458,23 @@ def test_capabilities_statements_are_the_running_code() -> None:
     assert guardian["notes"] == [_capabilities.PIDFD_KEEPS]
     # test_kill_of_a_target_out_of_reach_raises_and_wait_waits[tree, grace].
     assert _capabilities.OUT_OF_REACH in supervisor["notes"]
+
+
+def test_a_pin_inherited_by_a_grandchild_watches_its_live_parent(
+    case_marker: str, tmp_path: Path
+) -> None:
+    """LEASHED_PARENT names the grandparent (this test): the watcher's parent, a shell below
+    it, is what it watches; the shell's death ends it."""
+    out = tmp_path / "out"
+    watcher = " ".join([sys.executable, "-c", shlex.quote(LATE_WATCHER), str(out), "0"])
+    shell = subprocess.Popen(
+        ["sh", "-c", f"{watcher} & wait"], env={**os.environ, **leashed.parent_env()}
+    )
+    try:
+        assert poll_until(lambda: out.exists() and out.read_text(), 10) == f"watching {shell.pid}"
+        shell.kill()
+        shell.wait()
+        assert wait_until_gone(case_marker, 5) == []
+    finally:
+        shell.kill()
+        shell.wait()

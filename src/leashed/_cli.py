@@ -35,6 +35,9 @@ examples:
       Without --keep-leftovers --tree ends the leftovers when COMMAND exits.
   leashed run --pid 4242 -- tail -f app.log
       tail ends when process 4242 ends (any process, not just the parent).
+  export LEASHED_PARENT=$$; leashed run -- my-server &
+      names the script exactly: if it is gone before leashed looks (adopted by a
+      subreaper, not init), my-server is not started.
   leashed doctor
       starts sacrificial parents, SIGKILLs them and shows whether anything survived.
 

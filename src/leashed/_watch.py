@@ -73,9 +73,17 @@ def env_pin() -> tuple[int, int | None] | None:
     if sys.platform != "win32" and (os.getuid() != os.geteuid() or os.getgid() != os.getegid()):
         return None
     pid_text, _, start_text = os.environ.get(PARENT_ENV, "").partition(":")
-    if not pid_text.isdigit() or not (start_text.isdigit() or start_text == ""):
+    if (
+        not _is_number(pid_text)
+        or int(pid_text) == 0
+        or not (_is_number(start_text) or not start_text)
+    ):
         return None
     return int(pid_text), int(start_text) if start_text else None
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 def expected_parent(pid: int | None = None, start_time: int | None = None) -> Expected:
@@ -83,9 +91,10 @@ def expected_parent(pid: int | None = None, start_time: int | None = None) -> Ex
     against LEASHED_PARENT. Never init or a reaper taken for the parent that died:
     ProcessLookupError then. The environment only narrows: the result is always the
     parent, or the ``pid`` given."""
+    for name, value in (("pid", pid), ("start_time", start_time)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if pid is not None:
-        if isinstance(pid, bool) or not isinstance(pid, int):
-            raise TypeError(f"pid must be an int, not {type(pid).__name__}")
         if pid <= 0:
             raise ValueError(f"pid must be a positive process id, got {pid}")
         expected = Expected(pid, start_time, pid == os.getppid(), False)
@@ -98,8 +107,8 @@ def expected_parent(pid: int | None = None, start_time: int | None = None) -> Ex
     pin = env_pin()
     if pin is not None and not _pin_allows(parent, *pin):
         raise ProcessLookupError(
-            f"parent process {pin[0]} ({PARENT_ENV}) has already exited; "
-            f"this process was adopted by {parent}"
+            f"parent process {pin[0]} ({PARENT_ENV}) has exited or is no longer an "
+            f"ancestor of this process (now a child of {parent})"
         )
     if parent == 1 and (pin is None or pin[0] != 1):
         raise ProcessLookupError("parent process has already exited (adopted by init)")
