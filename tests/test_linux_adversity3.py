@@ -449,7 +449,7 @@ def test_capabilities_statements_are_the_running_code() -> None:
         worker.join()
     spawners = [t for t in threading.enumerate() if t.name == "leashed-spawner"]
     assert len(spawners) == _spawner.SPAWNER_THREADS
-    assert f"on {len(spawners)} long-lived spawner threads" in direct["how"]
+    assert f"on {len(spawners)} long-lived threads" in direct["how"]
     # test_the_leash_follows_the_parent_across_exec: only direct-worker ends at exec.
     assert direct["notes"] == [_capabilities.EXEC_ENDS_SPAWNER_CHILDREN]
     # test_closing_every_fd_... and test_the_leash_follows_...: tree, grace, guardian kept.
