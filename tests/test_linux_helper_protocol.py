@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 HELPER = _helper.helper_path()
 REPORT = struct.Struct("=ii")
 EXEC, ARM, FORK, GUARDIAN, CREDENTIALS, USAGE, SETUP = range(1, 8)
-SIGNAL_OP, RELEASE_OP = 1, 2
+SIGNAL_OP, DROP_OP = 1, 2
 IGNORE_TERM = ["sh", "sh", "-c", "trap '' TERM; exec sleep 300"]  # PROGRAM, then argv
 
 # A target that handles SIGTERM: writes "ready PID" to its file, then "term" on SIGTERM.
@@ -463,13 +463,11 @@ def test_after_the_target_exits_probe_and_kill_say_esrch(
     assert marked(marker) == []
 
 
-def test_release_ends_the_tree_without_an_answer(
-    marker: str, supervisors: list[Supervisor]
-) -> None:
+def test_drop_ends_the_tree_without_an_answer(marker: str, supervisors: list[Supervisor]) -> None:
     sup = Supervisor("-t", argv=["sh", "sh", "-c", "sleep 300 & wait"])
     supervisors.append(sup)
     assert poll_until(lambda: len(marked(marker)) == 4, 5.0)  # front, supervisor, sh, sleep
-    sup.ours.sendall(struct.pack("=ii", RELEASE_OP, 0))
+    sup.ours.sendall(struct.pack("=ii", DROP_OP, 0))
     assert sup.proc.wait(timeout=5) == 1
     assert sup.ours.recv(4) == b""  # closed, never answered
     assert marked(marker) == []
@@ -649,7 +647,7 @@ def test_a_parent_with_closed_stdio(tmp_path: Path, mode: str) -> None:
         proc.wait()
 
 
-# ------------------------------------------------------------------ named control socket (-C)
+# ------------------------------------------------------------------ named control socket (-L)
 
 
 def _connect(name: str) -> socket.socket:

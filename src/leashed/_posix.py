@@ -136,8 +136,6 @@ def execute_child(popen: Any, call: dict[str, Any]) -> None:
     try:
         fds = _open_leash_fds(leash, for_child)
         options = _helper_options(helper, plan, report_write, *fds.helper_values, call)
-        if fds.listener is not None:  # a new fd number each time: not in the cached part
-            options = (*options[:-1], "-L", str(fds.listener), options[-1])
         _call_helper(call, helper, options, program, argv, [*for_child, *fds.inherited_only])
         try:
             _spawn(popen, call, on_long_lived_thread=plan.mechanism == "direct")
@@ -167,9 +165,12 @@ class _LeashFds:
     listener: int | None = None  # a listening control socket (Linux, by abstract name)
 
     @property
-    def helper_values(self) -> tuple[int | None, int | None, int | None, int | None]:
-        """parent_pid, lifeline, watch_pid and control, as _helper_options takes them."""
-        return self.parent_pid, self.lifeline, self.watch_pid, self.control
+    def helper_values(
+        self,
+    ) -> tuple[int | None, int | None, int | None, int | None, int | None]:
+        """parent_pid, lifeline, watch_pid, control and listener, as _helper_options
+        takes them."""
+        return self.parent_pid, self.lifeline, self.watch_pid, self.control, self.listener
 
     @property
     def inherited_only(self) -> tuple[int, ...]:
@@ -234,7 +235,7 @@ def _after_report(
 #: The helper's argv up to its "--", by the values that make it: one spawn after another
 #: mostly repeats the same options (same plan, pid, fd numbers), so each is built once.
 #: Spawns that change credentials are built each time (their values are the caller's).
-_options_cache: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+_options_cache: dict[tuple[Any, ...], tuple[str, ...]] = {}
 _OPTIONS_CACHE_MAX = 64
 
 
@@ -256,13 +257,14 @@ def _helper_options(
     lifeline: int | None,
     watch_pid: int | None,
     control: int | None,
+    listener: int | None,
     call: dict[str, Any],
-) -> tuple[Any, ...]:
+) -> tuple[str, ...]:
     """``helper MODE [OPTION VALUE]... --`` for this spawn (see HelperCommand.argv)."""
     uid, gid, gids = call["uid"], call["gid"], call["gids"]
     cacheable = uid is None and gid is None and gids is None
     # the plan itself: a frozen dataclass, so every field (a new one too) is in the key
-    key = (helper, plan, report_fd, parent_pid, lifeline, watch_pid, control)
+    key = (helper, plan, report_fd, parent_pid, lifeline, watch_pid, control, listener)
     options = _options_cache.get(key) if cacheable else None
     if options is None:
         command = HelperCommand(
@@ -272,13 +274,12 @@ def _helper_options(
             lifeline_fd=lifeline,
             watch_pid=watch_pid,
             control_fd=control,
+            listen_fd=listener,
             uid=uid,
             gid=gid,
             extra_groups=gids,
         )
-        end = object()
-        full = command.argv(helper, end, [])
-        options = tuple(full[: full.index(end)])
+        options = tuple(command.options(helper))
         if cacheable:
             if len(_options_cache) >= _OPTIONS_CACHE_MAX:
                 _options_cache.clear()
@@ -396,7 +397,7 @@ def _exchange(control: socket.socket, op: ControlOp, value: int) -> int | None:
     try:
         control.settimeout(CONTROL_TIMEOUT_S)
         control.sendall(CONTROL_REQUEST.pack(op, value))
-        if op == ControlOp.RELEASE:
+        if op == ControlOp.DROP:
             return 0
         answer = b""
         while len(answer) < CONTROL_ANSWER.size:
@@ -415,11 +416,11 @@ def drop(popen: Any) -> None:
     leash: ChildLeash = popen._leash
     if popen.poll() is not None:
         if leash.plan.keep_leftovers and leash.supervised:
-            _ask_supervisor(leash, ControlOp.RELEASE, 0)  # the kept leftovers
+            _ask_supervisor(leash, ControlOp.DROP, 0)  # the kept leftovers
             leash.close()
         return
     if leash.supervised:
-        _ask_supervisor(leash, ControlOp.RELEASE, 0)
+        _ask_supervisor(leash, ControlOp.DROP, 0)
         leash.close()
         return
     try:
