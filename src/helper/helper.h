@@ -124,7 +124,11 @@ void lh_send_quiet(int fd, const void *buf, size_t n); /* no SIGPIPE of our own,
 void lh_close_stdio(void); /* 0-2: nothing of ours may keep a caller's pipe from EOF */
 long long lh_now_ms(void); /* monotonic */
 const struct timespec *lh_timeout(struct timespec *ts, long ms); /* NULL for ms < 0 */
-int lh_lifeline_eof(int fd); /* reads the lifeline: 1 at EOF (the parent is gone) */
+int lh_lifeline_eof(int fd); /* reads the lifeline: 1 at EOF */
+/* Whether the lifeline's EOF is the parent's death: only without -w. A -w watch (pidfd,
+ * kqueue) names the parent process itself and outlives its execve() and its closing of
+ * every fd, which both end the lifeline: then the -w watch alone says when it dies. */
+int lh_lifeline_is_death(const struct opts *o);
 /* Sends a death signal through send(ctx, sig) so that a stopped process gets it too:
  * SIGCONT, sig, SIGCONT (unless sig is SIGKILL or SIGCONT). */
 void lh_send_death(int sig, void (*send)(void *, int), void *ctx);

@@ -254,7 +254,7 @@ static void forget_lifeline(struct guard *g)
 	kevent(g->kq, &ev, 1, NULL, 0, NULL);
 	close(g->life);
 	g->life = -1;
-	g->parent_gone = 1;
+	g->parent_gone |= lh_lifeline_is_death(g->o);
 }
 
 void guard_wait(struct guard *g, long timeout_ms)

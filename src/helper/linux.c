@@ -391,7 +391,7 @@ void sup_wait_events(struct sup *s, long timeout_ms)
 	}
 }
 
-/* Exits 1 if the parent is already gone (lifeline at EOF, or -w pid exited). */
+/* Exits 1 if the parent is already gone (-w pid exited; lifeline at EOF without -w). */
 static void check_parent_alive(const struct sup *s)
 {
 	struct pollfd p[2];
@@ -400,7 +400,9 @@ static void check_parent_alive(const struct sup *s)
 	p[0].fd = s->life; /* negative fds are skipped by poll */
 	p[1].fd = s->wfd;
 	p[0].events = p[1].events = POLLIN;
-	if (ppoll(p, 2, &zero, NULL) > 0 && ((p[0].revents & (POLLHUP | POLLERR | POLLNVAL)) || p[1].revents))
+	if (ppoll(p, 2, &zero, NULL) <= 0)
+		return;
+	if (p[1].revents || ((p[0].revents & (POLLHUP | POLLERR | POLLNVAL)) && lh_lifeline_is_death(s->o)))
 		_exit(1);
 }
 
@@ -505,7 +507,7 @@ void guard_wait(struct guard *g, long timeout_ms)
 	if (ready(p, il) && lh_lifeline_eof(g->life)) {
 		close(g->life);
 		g->life = -1;
-		g->parent_gone = 1;
+		g->parent_gone |= lh_lifeline_is_death(g->o);
 	}
 }
 

@@ -167,7 +167,7 @@ void sup_read_lifeline(struct sup *s)
 		return;
 	close(s->life);
 	s->life = -1;
-	s->parent_gone = 1;
+	s->parent_gone |= lh_lifeline_is_death(s->o);
 }
 
 /* The front never writes: readable means it is gone, killed perhaps (SIGKILL of the pid
@@ -193,7 +193,8 @@ static void answer(struct sup *s, int32_t err)
 }
 
 /* SIGNAL 0 probes (never ends anything), SIGKILL ends everything and is answered once it
- * is all dead, any other signal is relayed; DROP ends as on the parent's death. */
+ * is all dead (EPERM at once if the target is out of reach: it switched its real uid),
+ * any other signal is relayed; DROP ends as on the parent's death. */
 static void control_request(struct sup *s, int32_t op, int32_t value)
 {
 	if (op == CTL_DROP) {
@@ -206,6 +207,8 @@ static void control_request(struct sup *s, int32_t op, int32_t value)
 		answer(s, ESRCH);
 	} else if (value == 0) {
 		answer(s, 0);
+	} else if (value == SIGKILL && sup_relay(s, 0) == EPERM) {
+		answer(s, EPERM); /* out of our reach (a real-uid switch): as kill() would say */
 	} else if (value == SIGKILL) {
 		s->kill_asked = s->kill_reply = 1;
 	} else {
@@ -288,6 +291,20 @@ static void restore_signals(const struct sup *s)
 	sigprocmask(SIG_SETMASK, &s->orig_mask, NULL);
 }
 
+/* Puts pid (0: ourselves) in group join, or a group of its own (join 0). A group whose
+ * members have all exited (a script that ran `leashed run --tree ... &` and exited) cannot
+ * be joined (EPERM): the target then gets a group of its own, as nothing else has the
+ * old one's signals to share. The supervisor and the target both call this (the race-free
+ * pair) and reach the same outcome in either order. */
+static int join_group(pid_t pid, pid_t join)
+{
+	if (join && setpgid(pid, join) == 0)
+		return 0;
+	if (join && errno != EPERM)
+		return -1;
+	return setpgid(pid, 0);
+}
+
 /* In the forked child: credentials, leash (SIGKILL when the supervisor dies), its group:
  * its own with the group strategy, else the front's or the caller's (the supervisor does
  * the same: the race-free pair), exec. */
@@ -300,9 +317,7 @@ _Noreturn static void start_target(const struct sup *s)
 		lh_fail(o, STAGE_ARM, errno, "arm the leash", NULL);
 	if (getppid() != s->self)
 		_exit(1); /* the supervisor is already gone */
-	if (!s->join && setpgid(0, 0) < 0)
-		lh_fail(o, STAGE_ARM, errno, "arm the leash", NULL);
-	if (s->join && setpgid(0, s->join) < 0)
+	if (join_group(0, s->join) < 0)
 		lh_fail(o, STAGE_ARM, errno, "arm the leash", NULL);
 	restore_signals(s);
 	lh_exec_target(o);
@@ -338,7 +353,7 @@ static void start(struct sup *s)
 		s->pgid = pid;
 	}
 	if (s->join)
-		setpgid(pid, s->join); /* the race-free pair, as above */
+		join_group(pid, s->join); /* the race-free pair, as above */
 	watch_target(s);
 	if (s->o->report_fd >= 0)
 		close(s->o->report_fd); /* the caller's EOF now means: the target was executed */

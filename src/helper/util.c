@@ -125,6 +125,8 @@ int lh_lifeline_eof(int fd)
 	return r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN);
 }
 
+int lh_lifeline_is_death(const struct opts *o) { return !o->watch; }
+
 /* A stopped process sleeps through any signal but SIGKILL until SIGCONT, so the death
  * signal is followed by SIGCONT: the pending signal is then handled before anything else.
  * SIGCONT also goes first: if a group's leader died of the signal while another member was

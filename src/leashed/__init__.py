@@ -20,7 +20,7 @@ from subprocess import (
 
 from ._install import capabilities, install, uninstall
 from ._popen import Popen, call, check_call, check_output, getoutput, getstatusoutput, run
-from ._watch import ParentWatch, watch_parent
+from ._watch import ParentWatch, parent_env, watch_parent
 from ._wrap import wrap
 
 __version__ = "0.1.0"
@@ -43,6 +43,7 @@ __all__ = [
     "getoutput",
     "getstatusoutput",
     "install",
+    "parent_env",
     "run",
     "uninstall",
     "watch_parent",

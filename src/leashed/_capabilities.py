@@ -15,6 +15,29 @@ _KEEPS_LEFTOVERS = (
     "keep_leftovers=True: a tree's leftovers outlive the target until the parent dies"
 )
 
+# Each statement below is checked against the running code by tests/test_linux_adversity3.py.
+#: Direct children of other threads (their fork runs on a spawner thread) at the parent's exec.
+EXEC_ENDS_SPAWNER_CHILDREN = (
+    "the parent's execve() ends the direct children forked by spawner threads (their "
+    "PR_SET_PDEATHSIG follows the forking thread, and exec ends every other thread); those "
+    "of the main thread are kept"
+)
+#: Supervisor and guardian with a pidfd on the parent: the lifeline is not the only watch.
+PIDFD_KEEPS = (
+    "the parent is watched through a pidfd: closing every fd (os.closerange) or execve() "
+    "in a live parent ends nothing"
+)
+LIFELINE_ONLY = (
+    "no pidfd_open on this kernel: the lifeline is the only watch, so closing every fd or "
+    "execve() in the parent ends these children"
+)
+#: What an unprivileged caller can do to a target that switched its real uid.
+OUT_OF_REACH = (
+    "a target that switches its real uid (su, sudo) cannot be signalled by an unprivileged "
+    "caller: kill() raises PermissionError at once, wait() waits for its real exit, and it "
+    "outlives the parent"
+)
+
 
 def posix_capabilities() -> dict[str, Any]:
     """The POSIX backend's report: the helper, and its mechanisms on this system."""
@@ -45,6 +68,7 @@ def _linux_mechanisms(helper: bool, pidfd: bool) -> dict[str, dict[str, Any]]:
             f"place (forks of other threads run on {_spawner.SPAWNER_THREADS} long-lived "
             "threads)",
             whole_tree=False,
+            notes=[EXEC_ENDS_SPAWNER_CHILDREN],
         )
     else:
         direct = _entry(
@@ -68,6 +92,8 @@ def _linux_mechanisms(helper: bool, pidfd: bool) -> dict[str, dict[str, Any]]:
             if pidfd
             else "no pidfd_open on this kernel: descendants are signalled by pid after a "
             "start-time check (a tiny pid-reuse window)",
+            PIDFD_KEEPS if pidfd else LIFELINE_ONLY,
+            OUT_OF_REACH,
         ],
     )
     guardian = _entry(
@@ -75,6 +101,7 @@ def _linux_mechanisms(helper: bool, pidfd: bool) -> dict[str, dict[str, Any]]:
         "the target runs; watches the target with a pidfd",
         whole_tree=False,
         available=helper and pidfd,
+        notes=[PIDFD_KEEPS],
     )
     mechanisms = {"direct": direct, "supervisor": supervisor, "guardian": guardian}
     if sys.platform == "linux":

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from . import __version__, _doctor, _helper, _procfs
+from . import __version__, _doctor, _helper, _parent, _procfs
 from ._console import PROG, say
 from ._plan import NAMES, validate_death_signal, validate_grace
 from ._platform import IS_LINUX, plan_for_cli
@@ -34,6 +34,9 @@ examples:
       Without --keep-leftovers --tree ends the leftovers when COMMAND exits.
   leashed run --pid 4242 -- tail -f app.log
       tail ends when process 4242 ends (any process, not just the parent).
+  export LEASHED_PARENT=$$; leashed run -- my-server &
+      names the script exactly: if it is gone before leashed looks (adopted by a
+      subreaper, not init), my-server is not started.
   leashed doctor
       starts sacrificial parents, SIGKILLs them and shows whether anything survived.
 
@@ -357,10 +360,10 @@ def exec_command(command: Sequence[str], *, pid: int | None, **options: Any) -> 
         raise CommandError(1, str(exc)) from None
     if helper is None:
         raise CommandError(1, "leashed-helper is not installed; reinstall leashed")
-    _check_still_tied(pid)
+    parent = _check_still_tied(pid)
     program = resolve_command(command[0])
     try:
-        cmd = helper_command_line(command, program, pid=pid, **options)
+        cmd = helper_command_line(command, program, pid=pid, parent=parent, **options)
     except (RuntimeError, ValueError) as exc:
         raise CommandError(1, str(exc)) from None
     _restore_signals()
@@ -372,19 +375,24 @@ def exec_command(command: Sequence[str], *, pid: int | None, **options: Any) -> 
         raise CommandError(126, f"{helper}: {exc.strerror}") from None
 
 
-def _check_still_tied(pid: int | None) -> None:
-    """CommandError(1) if what COMMAND is to be tied to died while this CLI started.
+def _check_still_tied(pid: int | None) -> int | None:
+    """The parent COMMAND is tied to (None with --pid); CommandError(1) if what COMMAND is
+    to be tied to died while this CLI started.
 
-    Without --pid, a parent that died before we looked has left us to init (pid 1): we
-    would tie COMMAND to init. With --pid, a process that started after us cannot be the
-    one whose pid the caller gave us: that pid was reused.
+    Without --pid, a parent that died before we looked has left us to init (pid 1) or a
+    subreaper: never tie COMMAND to it. LEASHED_PARENT (``export LEASHED_PARENT=$$`` in
+    the script) names the script exactly; without it only init is recognised. The
+    helper re-checks the parent once armed, so a death after this look is seen too. With
+    --pid, a process that started after us cannot be the one whose pid the caller gave
+    us: that pid was reused.
     """
     if pid is None:
-        if os.getppid() == 1:
+        try:
+            return _parent.expected_parent().pid
+        except ProcessLookupError:
             raise CommandError(
                 1, "the process that ran leashed is already gone; COMMAND was not started"
-            )
-        return
+            ) from None
     if not process_exists(pid):
         raise CommandError(1, f"--pid {pid}: no such process")
     theirs, ours = _procfs.read_stat(pid), _procfs.read_stat(os.getpid())
@@ -392,6 +400,7 @@ def _check_still_tied(pid: int | None) -> None:
         raise CommandError(
             1, f"--pid {pid}: that process has exited (its pid now names a newer process)"
         )
+    return None
 
 
 def _restore_signals() -> None:

@@ -8,7 +8,6 @@ import stat
 import subprocess
 import sys
 import warnings
-from importlib import resources
 from pathlib import Path
 
 HELPER_NAME = "leashed-helper"
@@ -58,9 +57,12 @@ def _checked_override(value: str) -> str:
 
 
 def _packaged_path() -> str | None:
-    """The helper installed inside the leashed package, if it is there and executable."""
-    candidate = resources.files(__package__).joinpath(HELPER_NAME)
-    if isinstance(candidate, Path) and os.access(candidate, os.X_OK):
+    """The helper installed inside the leashed package, if it is there and executable.
+
+    Beside this file, not through importlib.resources: that imports modules lazily, which
+    fails in a process that dropped its privileges after importing leashed."""
+    candidate = Path(__file__).with_name(HELPER_NAME)
+    if os.access(candidate, os.X_OK):
         return str(candidate)
     return None
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Callable
 
+from ._parent import PARENT_ENV, expected_parent, parent_env
 from ._platform import open_parent_wait
+
+__all__ = ["PARENT_ENV", "ParentWatch", "expected_parent", "parent_env", "watch_parent"]
 
 #: Exit status of a process ended by watch_parent's default action.
 EXIT_PARENT_DIED = 1
@@ -52,7 +56,12 @@ def _default_on_death() -> None:
     os._exit(EXIT_PARENT_DIED)
 
 
-def watch_parent(on_death: Callable[[], object] | None = None) -> ParentWatch:
+def watch_parent(
+    on_death: Callable[[], object] | None = None,
+    *,
+    pid: int | None = None,
+    start_time: int | None = None,
+) -> ParentWatch:
     """Watch the parent process (not thread) of this process and act when it dies.
 
     For a program started by a parent it does not control (Node, Rust, a shell). By
@@ -60,12 +69,23 @@ def watch_parent(on_death: Callable[[], object] | None = None) -> ParentWatch:
     its parent; give ``on_death`` for a graceful exit instead (it runs on the watcher
     thread). Linux uses a pidfd, macOS/BSD kqueue, Windows a process handle: each names
     the parent process itself, so a reused pid is never mistaken for it. Raises
-    ProcessLookupError if the parent is already gone.
+    ProcessLookupError if the parent is already gone: a parent of pid 1 is taken as
+    gone (init adopted us), and LEASHED_PARENT ("PID" or "PID:START", see parent_env)
+    names the expected parent exactly, so a subreaper is not taken for it either.
+    ``pid`` (and ``start_time``, field 22 of /proc/PID/stat) watches that process
+    instead (POSIX only). Watching only: nothing is ever signalled.
     """
     action: Callable[[], object] = on_death if on_death is not None else _default_on_death
+    if sys.platform == "win32" and (pid is not None or start_time is not None):
+        raise ValueError("watch_parent(pid=, start_time=) is not available on Windows")
+    expected = None if sys.platform == "win32" else expected_parent(pid, start_time)
     stop_read, stop_write = os.pipe()
     try:
-        parent, waiter, method = open_parent_wait(stop_read)
+        if sys.platform == "win32":
+            parent, waiter, method = open_parent_wait(stop_read)
+        else:
+            assert expected is not None
+            parent, waiter, method = open_parent_wait(stop_read, expected)
     except BaseException:
         os.close(stop_read)
         os.close(stop_write)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import select
 from collections.abc import Callable
+
+from ._parent import Expected
 
 __all__ = ["open_parent_wait"]
 
 
-def open_parent_wait(stop_fd: int) -> tuple[int, Callable[[], bool], str]:
+def open_parent_wait(stop_fd: int, expected: Expected) -> tuple[int, Callable[[], bool], str]:
     """(parent pid, wait, method): ``wait()`` blocks until the parent exits (True) or
     ``stop_fd`` is readable (False). The registration names the process itself."""
-    parent = os.getppid()
+    parent = expected.pid
     kq = select.kqueue()  # type: ignore[attr-defined,unused-ignore]
     try:
         kq.control(
@@ -35,7 +36,7 @@ def open_parent_wait(stop_fd: int) -> tuple[int, Callable[[], bool], str]:
     except OSError:
         kq.close()
         raise ProcessLookupError(f"parent process {parent} has already exited") from None
-    if os.getppid() != parent:
+    if not expected.still_there():
         kq.close()
         raise ProcessLookupError(f"parent process {parent} has already exited")
 
