@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from . import _helper, _windows
+from . import _helper, _inproc_spawn, _windows
 from ._linux import has_pidfd
 from ._plan import LeashPlan, LeashRequest, Mechanism, plan_from, validate_request
 
@@ -107,7 +107,7 @@ def plan_for_popen(**options: Any) -> LeashPlan:
     if IS_WINDOWS:
         return _windows_plan(request)
     plan = plan_from(request, _mechanism_for(request))
-    if _helper.helper_path() is not None:
+    if _helper.helper_path() is not None or (plan.mechanism == "direct" and _inproc_spawn.built()):
         return plan
     if plan.mechanism == "direct" and IS_LINUX:
         _helper.warn_helper_missing()

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import _helper, _lifeline, _seam, _spawner
+from . import _helper, _inproc_spawn, _lifeline, _seam, _spawner
 from ._fds import listener_above_stdio, pipe_above_stdio, socketpair_above_stdio
 from ._linux import fallback_preexec_fn, has_pidfd
 from ._plan import SIGKILL, LeashPlan
@@ -121,6 +121,11 @@ def execute_child(popen: Any, call: dict[str, Any]) -> None:
     plan = leash.plan
     if plan.mechanism == "preexec_fn":
         _spawn_with_fallback(popen, call, plan)
+        return
+    if plan.mechanism == "direct" and _inproc_spawn.usable(call):
+        _inproc_spawn.execute_child(popen, call, plan.death_signal)
+        if plan.kill_on_drop:
+            leash.pidfd = _pidfd_of(popen.pid)
         return
     program, argv = target_of(call["args"], call["executable"], call["shell"])
     uid, gid, gids = call["uid"], call["gid"], call["gids"]
