@@ -9,13 +9,15 @@ import pytest
 from support import Parent, alive, new_marker, wait_until_gone
 
 import leashed
-from leashed import _helper
+from leashed import _helper, _inproc_spawn
 
 
 @pytest.fixture()
 def no_helper(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Neither the helper nor the in-process extension: the preexec_fn fallback."""
     monkeypatch.delenv(_helper.HELPER_ENV, raising=False)
     monkeypatch.setattr(_helper, "_packaged_path", lambda: None)
+    monkeypatch.setattr(_inproc_spawn, "_inproc", None)
     _helper.helper_path.cache_clear()
     _helper.helper_version.cache_clear()
     yield
@@ -75,3 +77,22 @@ def test_fallback_child_dies_with_parent() -> None:
         assert wait_until_gone(marker, 1.0) == []
     finally:
         parent.finish()
+
+
+def test_no_helper_with_the_extension_spawns_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The helper missing but the extension built: the direct mechanism needs no fallback."""
+    if not _inproc_spawn.built():
+        pytest.skip("leashed._inproc is not built here")
+    monkeypatch.delenv(_helper.HELPER_ENV, raising=False)
+    monkeypatch.setattr(_helper, "_packaged_path", lambda: None)
+    _helper.helper_path.cache_clear()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", _helper.HelperMissingWarning)
+            proc = leashed.Popen(["true"])
+        assert proc.wait() == 0
+        assert proc.mechanism == "direct"
+        assert leashed.capabilities()["direct_path"] == "in-process"
+    finally:
+        monkeypatch.undo()
+        _helper.helper_path.cache_clear()

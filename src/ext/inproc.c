@@ -99,7 +99,7 @@ static int *keep_fds(struct holder *h, PyObject *tuple, int *n)
 	return keep;
 }
 
-/* A uid/gid as _posixsubprocess converts it; None leaves *has 0. */
+/* A uid/gid as _posixsubprocess converts it; None, and (uid_t)-1 as there, leave *has 0. */
 static int c_id(PyObject *o, const char *what, unsigned *out, int *has)
 {
 	*has = 0;
@@ -108,13 +108,13 @@ static int c_id(PyObject *o, const char *what, unsigned *out, int *has)
 	long long v = PyLong_AsLongLong(o);
 	if (v == -1 && PyErr_Occurred())
 		return -1;
-	if (v < 0 || v >= (long long)UINT32_MAX) {
+	if (v < 0 || v > (long long)UINT32_MAX) {
 		PyErr_Format(PyExc_OverflowError, "%s is %s", what,
 			     v < 0 ? "less than minimum" : "greater than maximum");
 		return -1;
 	}
 	*out = (unsigned)v;
-	*has = 1;
+	*has = v != (long long)UINT32_MAX;
 	return 0;
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from . import _helper, _windows
+from . import _helper, _inproc_spawn, _windows
 from ._linux import has_pidfd
 from ._platform import IS_LINUX, IS_WINDOWS, default_mechanism
 
@@ -32,21 +32,34 @@ def capabilities() -> dict[str, Any]:
         "version": version[0] if version else None,
         "build": version[1] if version else None,
     }
+    direct_path = _inproc_spawn.direct_path() if IS_LINUX else _inproc_spawn.HELPER
     if IS_LINUX:
-        mechanisms = _linux_mechanisms(bool(path), has_pidfd())
+        mechanisms = _linux_mechanisms(bool(path), has_pidfd(), direct_path)
     else:
         mechanisms = _kqueue_mechanisms(bool(path))
-    default = default_mechanism() if path or not IS_LINUX else "preexec_fn"
+    in_process = direct_path == _inproc_spawn.IN_PROCESS
+    default = default_mechanism() if path or in_process or not IS_LINUX else "preexec_fn"
     return {
         "platform": sys.platform,
         "helper": helper,
+        "direct_path": direct_path if path or in_process else None,
         "default": default,
         "mechanisms": mechanisms,
     }
 
 
-def _linux_mechanisms(helper: bool, pidfd: bool) -> dict[str, dict[str, Any]]:
-    if helper:
+def _linux_mechanisms(helper: bool, pidfd: bool, direct_path: str) -> dict[str, dict[str, Any]]:
+    if direct_path == _inproc_spawn.IN_PROCESS:
+        direct = _entry(
+            "in-process: vfork, prctl(PR_SET_PDEATHSIG) + ppid recheck in the child, then "
+            "execve in place (forks of other threads run on long-lived spawner threads; "
+            "a preexec_fn call goes through leashed-helper direct)",
+            whole_tree=False,
+            notes=[]
+            if helper
+            else ["leashed-helper missing: a preexec_fn call falls back to fork() + prctl"],
+        )
+    elif helper:
         direct = _entry(
             "leashed-helper direct: prctl(PR_SET_PDEATHSIG) + ppid recheck, then execve in "
             "place (forks of other threads run on one long-lived thread)",

@@ -255,6 +255,7 @@ def _report(caps: dict[str, Any], results: list[ModeResult], ok: bool) -> dict[s
         "leashed": __version__,
         "platform": caps["platform"],
         "helper": caps["helper"],
+        "direct_path": caps.get("direct_path"),
         "grace_s": DOCTOR_GRACE_S,
         "scenarios": [r.as_dict() for r in results],
     }
@@ -266,6 +267,7 @@ def _table(caps: dict[str, Any], results: list[ModeResult], ok: bool) -> str:
         f"leashed {__version__} on {caps['platform']}, leashed-helper "
         f"{helper.get('version') or '-'} {helper.get('build') or ''} "
         f"({helper.get('path') or 'not installed'})".replace("  ", " "),
+        f"direct mechanism spawns: {caps.get('direct_path') or 'preexec_fn fallback'}",
         "each scenario: a parent process starts leashed processes, is SIGKILLed, and we count "
         "what is left",
         "",

@@ -37,7 +37,7 @@ HELPER = "helper"
 try:
     import _posixsubprocess
 
-    _STDLIB_FORK_EXEC: Any = _posixsubprocess.fork_exec
+    _STDLIB_FORK_EXEC: Any = getattr(_posixsubprocess, "fork_exec", None)
 except ImportError:  # Windows
     _STDLIB_FORK_EXEC = None
 

@@ -123,9 +123,16 @@ def execute_child(popen: Any, call: dict[str, Any]) -> None:
         _spawn_with_fallback(popen, call, plan)
         return
     if plan.mechanism == "direct" and _inproc_spawn.usable(call):
+        # the in-process spawn (see _inproc_spawn); else the helper's direct mode
+        if call["uid"] is not None or call["gid"] is not None or call["gids"] is not None:
+            check_ids(call["uid"], call["gid"], call["gids"])
         _inproc_spawn.execute_child(popen, call, plan.death_signal)
         if plan.kill_on_drop:
             leash.pidfd = _pidfd_of(popen.pid)
+        return
+    if plan.mechanism == "direct" and _helper.helper_path() is None:  # a preexec_fn call
+        _helper.warn_helper_missing()
+        _spawn_with_fallback(popen, call, plan)
         return
     program, argv = target_of(call["args"], call["executable"], call["shell"])
     uid, gid, gids = call["uid"], call["gid"], call["gids"]

@@ -153,7 +153,9 @@ class _UnauditedExecuteChild:
         function.__kwdefaults__ = self._kwdefaults
         return function
 
-    def __call__(self, *args: Any, wrap_fork_exec: WrapForkExec | None = None, **kwargs: Any) -> None:
+    def __call__(
+        self, *args: Any, wrap_fork_exec: WrapForkExec | None = None, **kwargs: Any
+    ) -> None:
         self.function(wrap_fork_exec=wrap_fork_exec)(*args, **kwargs)
 
 
