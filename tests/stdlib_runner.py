@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import Any
 
 MODULE = "test.test_subprocess"
-VARIANTS = ("baseline", "default", "tree")
+VARIANTS = ("baseline", "default", "helper", "tree")
 #: Exit status when the interpreter has no ``test`` package or no test_subprocess.
 EXIT_MISSING = 3
 #: Lines of each traceback kept in the JSON.
@@ -45,7 +45,7 @@ def patch(variant: str) -> None:
 
     import leashed
 
-    if variant == "default":
+    if variant in ("default", "helper"):  # helper: the caller sets LEASHED_HELPER
         subprocess.Popen = leashed.Popen  # type: ignore[misc]
         return
 
@@ -166,6 +166,12 @@ def probe_mechanism() -> str | None:
     return getattr(probe, "mechanism", None)
 
 
+def direct_path() -> str | None:
+    """How leashed's direct mechanism spawns in this run (None when leashed is not loaded)."""
+    module = sys.modules.get("leashed._inproc_spawn")
+    return None if module is None else str(module.direct_path())
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--site"] and len(argv) > 1:
         import site
@@ -209,6 +215,7 @@ def main(argv: list[str]) -> int:
         "popen_name": popen.__name__,
         "popen_is_leashed": is_leashed(popen),
         "mechanism": mechanism,
+        "direct_path": direct_path(),
         "leashed_file": getattr(sys.modules.get("leashed"), "__file__", None),
         "in_venv": sys.prefix != sys.base_prefix,
         "wall_s": round(time.monotonic() - started, 2),

@@ -33,13 +33,18 @@ if not sys.platform.startswith("linux"):
 
 from support import CASE_VAR, SUITE_VAR, kill_marked, new_marker, pids_with
 
+from leashed import _helper, _inproc_spawn
+
 RUNNER = Path(__file__).resolve().with_name("stdlib_runner.py")
 MODULE = "test.test_subprocess"
 #: Exit status of the runner when the interpreter lacks the test package (see the runner).
 EXIT_MISSING = 3
-VARIANTS = ("default", "tree")
+VARIANTS = ("default", "helper", "tree")
 #: The leash each patched run must really use (leashed falls back when it lacks its helper).
-MECHANISMS = {"default": "direct", "tree": "supervisor"}
+MECHANISMS = {"default": "direct", "helper": "direct", "tree": "supervisor"}
+#: How the direct mechanism must spawn in each run: in process where the extension is
+#: built; "helper" forces the helper's direct mode through the LEASHED_HELPER override.
+DIRECT_PATHS = {"default": "in-process", "helper": "helper"}
 #: Deliberate differences from subprocess that cannot be removed, per variant:
 #: {test id: why}. Each entry needs a reason a user would accept; today there is none.
 _PID_IS_THE_SUPERVISORS = (
@@ -52,6 +57,7 @@ _MORE_FDS_PER_TREE_CHILD = (
 )
 DELIBERATE: dict[str, dict[str, str]] = {
     "default": {},
+    "helper": {},
     "tree": {
         f"test.test_subprocess.{case}.{test}": reason
         for case in ("ProcessTestCase", "ProcessTestCaseNoPoll")
@@ -154,6 +160,10 @@ class Runner:
         env = dict(os.environ)
         env[SUITE_VAR] = os.environ[SUITE_VAR]
         env[CASE_VAR] = self.marker
+        if variant == "helper":
+            helper = _helper.helper_path()
+            assert helper is not None, "the helper variant needs leashed-helper"
+            env[_helper.HELPER_ENV] = helper
         self.started = time.monotonic()
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
@@ -255,6 +265,8 @@ def test_stdlib_subprocess_passes_with_leashed(oracle: Oracle, variant: str) -> 
     report = outcome.report
     assert report["popen_is_leashed"] and report["popen_name"] == "Popen", report
     assert report["mechanism"] == MECHANISMS[variant], report["mechanism"]
+    if variant in DIRECT_PATHS and (variant != "default" or _inproc_spawn.built()):
+        assert report["direct_path"] == DIRECT_PATHS[variant], report["direct_path"]
     assert report["tests_run"] > 100, f"too few stdlib tests ran: {report['tests_run']}"
     failing = outcome.failing()
     also_failing = set(oracle.baseline.failing()) if oracle.baseline is not None else set()
