@@ -7,7 +7,7 @@
  *     cgroup.procs file the child joins before exec. Failures in the child reach the
  *     caller through the stdlib's error pipe, so subprocess raises its own exceptions.
  *   set_main_thread(ident)   the thread that forks its own children (threading.get_ident)
- *   set_spawners(n)          spawner threads for the other threads (default 2)
+ *   set_spawners(n)          spawner threads for the other threads (default 4)
  *   spawner_count()          how many run now
  *
  * Limited C API (3.10): one abi3 build serves every CPython 3.10+. */
