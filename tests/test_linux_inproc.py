@@ -299,3 +299,18 @@ def test_patched_subprocess_flags_are_honoured(monkeypatch: pytest.MonkeyPatch) 
     finally:
         monkeypatch.undo()
         _inproc_spawn._replacing.cache_clear()
+
+
+def test_bad_leash_arguments_are_refused_before_any_fork() -> None:
+    read_end, write_end = os.pipe()  # inheritable: it would leak into the target
+    os.close(read_end)
+    try:
+        module = _inproc_spawn._inproc
+        assert module is not None
+        for death_signal, fd in ((-1, -1), (signal.NSIG, -1), (0, write_end), (0, 999_999)):
+            with pytest.raises(ValueError):  # checked before the fork_exec arguments
+                module.fork_exec(death_signal, fd)
+        with pytest.raises(TypeError):  # a valid leash, and no fork_exec arguments
+            module.fork_exec(0, -1)
+    finally:
+        os.close(write_end)

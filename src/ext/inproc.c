@@ -227,7 +227,8 @@ static int check_leash(int death_signal, int cgroup_fd)
 		PyErr_Format(PyExc_ValueError, "death_signal must be 0 or a signal number, not %d", death_signal);
 		return -1;
 	}
-	if (cgroup_fd < -1 || (cgroup_fd >= 0 && !(fcntl(cgroup_fd, F_GETFD) & FD_CLOEXEC))) {
+	int flags = cgroup_fd >= 0 ? fcntl(cgroup_fd, F_GETFD) : 0;
+	if (cgroup_fd < -1 || flags < 0 || (cgroup_fd >= 0 && !(flags & FD_CLOEXEC))) {
 		PyErr_SetString(PyExc_ValueError, "cgroup_procs_fd must be -1 or an open close-on-exec fd");
 		return -1;
 	}
