@@ -302,8 +302,9 @@ def test_patched_subprocess_flags_are_honoured(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_bad_leash_arguments_are_refused_before_any_fork() -> None:
-    read_end, write_end = os.pipe()  # inheritable: it would leak into the target
+    read_end, write_end = os.pipe()
     os.close(read_end)
+    os.set_inheritable(write_end, True)  # it would leak into the target
     try:
         module = _inproc_spawn._inproc
         assert module is not None
