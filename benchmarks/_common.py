@@ -13,7 +13,6 @@ import json
 import math
 import os
 import platform
-import signal
 import sys
 import time
 import uuid
@@ -196,14 +195,17 @@ def set_child_subreaper() -> None:
 
 
 def proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, ppid) of a process, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(b")") + 2 :].split()
-    return fields[0].decode(), int(fields[1])
+    """(state, ppid) of a process, or None if it is gone (leashed._procfs reads it)."""
+    stat = _procfs().read_stat(pid)
+    return None if stat is None else (stat.state, stat.ppid)
+
+
+def _procfs() -> Any:
+    """leashed's own /proc reader: one parser of /proc/PID/stat for the whole project."""
+    import_leashed()
+    import leashed._procfs
+
+    return leashed._procfs
 
 
 def environ_of(pid: int) -> dict[bytes, bytes] | None:
@@ -223,31 +225,15 @@ def environ_of(pid: int) -> dict[bytes, bytes] | None:
 
 def has_marker(pid: int, marker: str) -> bool:
     """True if ``pid`` is a live (non-zombie) process carrying ``marker``."""
-    env = environ_of(pid)
-    if env is None or env.get(MARKER_ENV.encode()) != marker.encode():
-        return False
-    stat = proc_stat(pid)
-    return stat is not None and stat[0] not in ("Z", "X")
+    procfs = _procfs()
+    return bool(
+        procfs.environ_has(pid, f"{MARKER_ENV}={marker}".encode()) and procfs.is_running(pid)
+    )
 
 
 def marked_pids(marker: str, exclude: Iterable[int] = ()) -> list[int]:
     """Live processes that carry ``marker`` (zombies do not count: they are dead)."""
-    skip = set(exclude)
-    skip.add(os.getpid())
-    found = []
-    needle = f"{MARKER_ENV}={marker}".encode()
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) in skip:
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        if needle in data.split(b"\0"):
-            stat = proc_stat(int(name))
-            if stat is not None and stat[0] not in ("Z", "X"):
-                found.append(int(name))
+    found: list[int] = _procfs().pids_with_env(MARKER_ENV, marker, exclude=set(exclude))
     return found
 
 
@@ -255,26 +241,16 @@ def kill_marked(marker: str, exclude: Iterable[int] = (), rounds: int = 50) -> i
     """SIGKILL every process with ``marker``, each by pidfd after re-checking its marker.
 
     Opening the pidfd first pins the process; the marker is then re-read from /proc for
-    that pid, so a reused pid is never signalled. Returns how many were killed.
+    that pid, so a reused pid is never signalled (leashed._procfs.kill_if_marked).
+    Returns how many were killed.
     """
+    needle = f"{MARKER_ENV}={marker}".encode()
     killed = 0
     for _ in range(rounds):
         pids = marked_pids(marker, exclude)
         if not pids:
             break
-        for pid in pids:
-            try:
-                fd = os.pidfd_open(pid)
-            except OSError:
-                continue
-            try:
-                if has_marker(pid, marker):
-                    signal.pidfd_send_signal(fd, signal.SIGKILL)
-                    killed += 1
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+        killed += sum(1 for pid in pids if _procfs().kill_if_marked(pid, needle))
         reap_orphans()
         time.sleep(0.01)
     return killed

@@ -107,18 +107,10 @@ def _cmdline(pid: int) -> str:
 def marked(marker: str) -> dict[int, bool]:
     """Live processes carrying ``marker`` -> whether each is a grandchild (GEN=2)."""
     found: dict[int, bool] = {}
-    want = marker.encode()
-    me = os.getpid()
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
-        env = environ_of(int(name))
-        if env is None or env.get(MARKER_ENV.encode()) != want:
-            continue
-        stat = proc_stat(int(name))
-        if stat is None or stat[0] in ("Z", "X"):
-            continue
-        found[int(name)] = env.get(GEN_ENV) == b"2"
+    for pid in _common.marked_pids(marker):
+        env = environ_of(pid)
+        if env is not None:
+            found[pid] = env.get(GEN_ENV) == b"2"
     return found
 
 

@@ -36,6 +36,12 @@ def case_marker(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     kill_marked(CASE_VAR, value)
 
 
+@pytest.fixture()
+def marker(case_marker: str) -> str:
+    """``case_marker`` by its short name (one fixture, two names)."""
+    return case_marker
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_survivors_at_end() -> Iterator[None]:
     yield

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from leashed import _procfs
+from leashed._plan import SIGKILL as _SIGKILL
 from leashed._procfs import poll_until
 
 #: SIGKILL's number; Windows' signal module has no such name (the suite collects there).
-SIGKILL = getattr(signal, "SIGKILL", 9)
+SIGKILL = _SIGKILL
 
 #: Every process the suite starts inherits this variable; the session fixture counts them.
 SUITE_VAR = "LEASHED_TEST_SUITE"
@@ -68,17 +68,31 @@ def alive(pid: int) -> bool:
     return _procfs.is_running(pid)
 
 
+def marked_env(
+    marker: str, *paths: str | Path, base: Mapping[str, str] | None = None, **extra: str
+) -> dict[str, str]:
+    """The environment of a process a test starts: ``base`` (default os.environ) with the
+    case marker, ``paths`` first on PYTHONPATH, and ``extra``."""
+    env = dict(os.environ if base is None else base)
+    env[CASE_VAR] = marker
+    if paths:
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (*map(str, paths), env.get("PYTHONPATH", "")) if p
+        )
+    env.update(extra)
+    return env
+
+
+#: The directory of leashed's package sources (for PYTHONPATH of a child Python).
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+
 class Parent:
     """A real Python parent process running ``code``; children inherit the case marker."""
 
     def __init__(self, code: str, marker: str, *, env: dict[str, str] | None = None) -> None:
         self.marker = marker
-        full_env = dict(os.environ if env is None else env)
-        full_env[CASE_VAR] = marker
-        src = Path(__file__).resolve().parent
-        full_env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(src), full_env.get("PYTHONPATH", "")) if p
-        )
+        full_env = marked_env(marker, Path(__file__).resolve().parent, base=env)
         self.proc = subprocess.Popen(
             [sys.executable, "-c", textwrap.dedent(code)],
             env=full_env,
@@ -108,6 +122,11 @@ class Parent:
             os.kill(self.proc.pid, sig)
         self.proc.wait()
 
+    def killed_survivors(self, timeout: float) -> list[int]:
+        """SIGKILL this parent; the processes of its marker still alive after ``timeout``."""
+        self.kill()
+        return wait_until_gone(self.marker, timeout)
+
     def finish(self) -> None:
         """End the parent and every straggler of its marker, by pid."""
         self.kill()
@@ -121,6 +140,12 @@ class Parent:
 
     def __exit__(self, *exc_info: object) -> None:
         self.finish()
+
+
+def proc_state(pid: int) -> str:
+    """The process's state letter (R, S, T, Z, ...), or "gone"."""
+    stat = _procfs.read_stat(pid)
+    return "gone" if stat is None else stat.state
 
 
 def start_time(pid: int) -> int | None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import leashed
-from leashed import _capabilities
+from leashed import _capabilities, _windows
 
 ENTRY_KEYS = {"available", "how", "whole_tree", "race_free", "notes"}
 
@@ -35,9 +39,10 @@ def test_other_posix_platforms_say_what_escapes(
     platform: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_capabilities, "IS_LINUX", False)
-    monkeypatch.setattr(_capabilities, "IS_WINDOWS", False)
+    monkeypatch.setattr(_capabilities, "IS_FREEBSD", platform.startswith("freebsd"))
+    monkeypatch.setattr(_capabilities, "IS_DARWIN", platform == "darwin")
     monkeypatch.setattr(sys, "platform", platform)
-    caps = _capabilities.capabilities()
+    caps = _capabilities.posix_capabilities()
     supervisor = caps["mechanisms"]["supervisor"]
     assert supervisor["whole_tree"] is False
     assert any("SIGTTIN" in note for note in supervisor["notes"])
@@ -51,9 +56,8 @@ def test_other_posix_platforms_say_what_escapes(
         assert any("grace period always runs in full" in n for n in supervisor["notes"])
 
 
-def test_windows_report_is_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_capabilities, "IS_WINDOWS", True)
-    caps = _capabilities.capabilities()
+def test_windows_report_is_the_job() -> None:
+    caps = _windows.capabilities()  # the Windows backend's report, run over no API
     assert caps["helper"] is None
     assert caps["default"] == "job"
     assert caps["mechanisms"]["job"]["whole_tree"] is True
@@ -83,3 +87,55 @@ def test_linux_report_says_which_path_the_direct_mechanism_takes() -> None:
     assert forced.stdout.strip() == "helper"
     if _inproc_spawn.direct_path() == _inproc_spawn.IN_PROCESS:
         assert leashed.capabilities()["mechanisms"]["direct"]["how"].startswith("in-process")
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the POSIX helper")
+@pytest.mark.parametrize("printed", ["hello", "leashed-helper 1.0", ""])
+def test_an_unusable_helper_is_reported_clearly(tmp_path: Path, printed: str) -> None:
+    fake = tmp_path / "fake-helper"
+    fake.write_text(f"#!/bin/sh\necho '{printed}'\n")
+    fake.chmod(0o755)
+    report = _python(
+        "import json, leashed; print(json.dumps(leashed.capabilities()))",
+        LEASHED_HELPER=str(fake),
+    )
+    assert report.returncode == 0, report.stderr
+    helper = json.loads(report.stdout)["helper"]
+    assert helper["path"] == str(fake)
+    assert helper["version"] is None
+    assert "is not a usable leashed-helper" in helper["error"]
+    assert repr((printed + "\n").encode()) in helper["error"]  # what it printed, said
+    mechanisms = json.loads(report.stdout)["mechanisms"]
+    assert not any(entry["available"] for entry in mechanisms.values())
+    doctor = subprocess.run(
+        [sys.executable, "-m", "leashed", "doctor"],
+        env={**os.environ, "LEASHED_HELPER": str(fake)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert doctor.returncode == 1
+    assert "Traceback" not in doctor.stderr
+    assert "is not a usable leashed-helper" in doctor.stderr + doctor.stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux backend")
+def test_linux_imports_no_windows_module() -> None:
+    code = (
+        "import sys, leashed, leashed.asyncio\n"
+        "leashed.capabilities()\n"
+        "print(sorted(m for m in sys.modules if 'windows' in m.lower()))"
+    )
+    result = _python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -32,8 +32,14 @@ def _own_imports(path: Path) -> set[str]:
     return found
 
 
+#: Every module of the package, subpackages included.
+MODULES = sorted(PACKAGE.rglob("*.py"))
+#: The longest a function of src/ may be, in lines (its docstring not counted).
+MAX_FUNCTION_LINES = 60
+
+
 def _graph() -> dict[str, set[str]]:
-    return {path.stem: _own_imports(path) for path in PACKAGE.glob("*.py")}
+    return {path.stem: _own_imports(path) for path in MODULES}
 
 
 def test_no_import_cycle() -> None:
@@ -55,7 +61,7 @@ def test_no_import_cycle() -> None:
 
 
 def test_no_function_local_imports_between_our_modules() -> None:
-    for path in PACKAGE.glob("*.py"):
+    for path in MODULES:
         tree = ast.parse(path.read_text())
         for function in ast.walk(tree):
             if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -63,6 +69,43 @@ def test_no_function_local_imports_between_our_modules() -> None:
             for node in ast.walk(function):
                 own = isinstance(node, ast.ImportFrom) and node.level >= 1
                 assert not own, f"{path.name}:{node.lineno} imports one of ours in a function"
+
+
+def _code_lines(function: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """The function's lines from ``def`` to its end, less its docstring's."""
+    length = (function.end_lineno or function.lineno) - function.lineno + 1
+    first = function.body[0]
+    if (
+        isinstance(first, ast.Expr)
+        and isinstance(first.value, ast.Constant)
+        and isinstance(first.value.value, str)
+    ):
+        length -= (first.end_lineno or first.lineno) - first.lineno + 1
+    return length
+
+
+def test_no_function_over_60_lines() -> None:
+    assert len(MODULES) > 20  # the package was found
+    too_long = []
+    for path in MODULES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = _code_lines(node)
+                if lines > MAX_FUNCTION_LINES:
+                    too_long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}")
+    assert not too_long, f"functions over {MAX_FUNCTION_LINES} lines: {too_long}"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the POSIX backend imports on POSIX only")
+def test_both_backends_offer_the_same_names() -> None:
+    from leashed import _platform, _posix, _windows
+
+    for backend in (_posix, _windows):
+        missing = [name for name in _platform.BACKEND_NAMES if not hasattr(backend, name)]
+        assert not missing, f"{backend.__name__} lacks {missing}"
+    for waiter in ("_watch_pidfd", "_watch_kqueue", "_windows"):
+        module = __import__(f"leashed.{waiter}", fromlist=["open_parent_wait"])
+        assert callable(module.open_parent_wait)
 
 
 def test_execute_child_is_bound_by_name_on_this_cpython() -> None:

@@ -14,12 +14,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import CASE_VAR, Parent, alive, kill_marked, marked, new_marker, wait_until_gone
+from support import Parent, alive, marked, marked_env, new_marker, wait_until_gone
 
 import leashed
 import leashed.asyncio as la
@@ -59,17 +59,8 @@ def loop_kind(request: pytest.FixtureRequest) -> str:
     return kind
 
 
-@pytest.fixture
-def marker() -> Iterator[str]:
-    value = new_marker()
-    try:
-        yield value
-    finally:
-        kill_marked(CASE_VAR, value)
-
-
 def _env(marker: str) -> dict[str, str]:
-    return {**os.environ, CASE_VAR: marker}
+    return marked_env(marker)
 
 
 def _zombie_children(pids: set[int]) -> list[int]:
@@ -110,8 +101,8 @@ async def spawn():
     return procs
 
 def state(pid):
-    with open(f"/proc/{{pid}}/stat") as f:
-        return f.read().rpartition(")")[2].split()[0]
+    from leashed._procfs import read_stat
+    return read_stat(pid).state
 """
 
 AT_REST = """
@@ -152,8 +143,7 @@ def test_parent_sigkilled_children_from_main_thread_loop(loop_kind: str, mechani
     try:
         pids = [int(p) for p in parent.read_line().split()]
         assert len(pids) == 3 and all(alive(p) for p in pids)
-        parent.kill()
-        assert wait_until_gone(parent.marker, 1.0) == []
+        assert parent.killed_survivors(1.0) == []
     finally:
         parent.finish()
 
@@ -169,8 +159,7 @@ def test_children_of_exited_loop_thread_live_then_die_with_parent(
         assert all(s in "SR" for s in states.values()), states
         time.sleep(0.2)
         assert all(alive(int(pid)) for pid in states)
-        parent.kill()
-        assert wait_until_gone(parent.marker, 1.0) == []
+        assert parent.killed_survivors(1.0) == []
     finally:
         parent.finish()
 

@@ -10,14 +10,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support import (
-    CASE_VAR,
-    kill_marked,
-    new_marker,
+    marked_env,
     poll_until,
     wait_for_count,
     wait_until_gone,
@@ -35,20 +32,8 @@ pytestmark = pytest.mark.skipif(
 LEASHED = [sys.executable, "-m", "leashed"]
 
 
-@pytest.fixture
-def marker() -> Iterator[str]:
-    """A case marker for every process a test starts; what still carries it is killed by pid."""
-    value = new_marker()
-    yield value
-    kill_marked(CASE_VAR, value)
-
-
 def _env(marker: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env[CASE_VAR] = marker
-    src = str(Path(leashed.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
-    return env
+    return marked_env(marker, Path(leashed.__file__).resolve().parent.parent)
 
 
 def cli(marker: str, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:

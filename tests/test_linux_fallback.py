@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 
@@ -96,3 +99,23 @@ def test_no_helper_with_the_extension_spawns_in_process(monkeypatch: pytest.Monk
     finally:
         monkeypatch.undo()
         _helper.helper_path.cache_clear()
+
+
+def test_fallback_with_subprocess_patched_to_leashed(no_helper: None) -> None:
+    """``subprocess.Popen = leashed.Popen`` (the drop-in use) with the helper missing: the
+    fallback's first spawn must not spawn again to find libc (it once recursed forever)."""
+    code = (
+        "import subprocess, warnings, leashed\n"
+        "from leashed import _helper\n"
+        "_helper._packaged_path = lambda: None\n"
+        "leashed._inproc_spawn._inproc = None  # no extension either\n"
+        "subprocess.Popen = leashed.Popen\n"
+        "warnings.simplefilter('ignore', _helper.HelperMissingWarning)\n"
+        "print(leashed.Popen(['true']).wait(), leashed.Popen(['true']).mechanism)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != _helper.HELPER_ENV}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["0", "preexec_fn"]

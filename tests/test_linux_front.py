@@ -15,7 +15,15 @@ import time
 from pathlib import Path
 
 import pytest
-from support import Parent, alive, marked, wait_for_count, wait_for_named, wait_until_gone
+from support import (
+    Parent,
+    alive,
+    marked,
+    proc_state,
+    wait_for_count,
+    wait_for_named,
+    wait_until_gone,
+)
 
 import leashed
 
@@ -330,8 +338,7 @@ def test_a_front_following_a_stop_is_continued_when_the_target_is_killed(
 
 
 def _state(pid: int) -> str:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat[stat.rindex(")") + 2]
+    return proc_state(pid)
 
 
 FLOOD = r"""

@@ -14,22 +14,23 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import CASE_VAR, alive, kill_marked, marked, new_marker
+from support import alive, marked, proc_state
 
-from leashed import _helper
+from leashed import _helper, _procfs
+from leashed._procfs import poll_until
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 HELPER = _helper.helper_path()
 REPORT = struct.Struct("=ii")
 EXEC, ARM, FORK, GUARDIAN, CREDENTIALS, USAGE, SETUP = range(1, 8)
-SIGNAL_OP, RELEASE_OP = 1, 2
+SIGNAL_OP, DROP_OP = 1, 2
 IGNORE_TERM = ["sh", "sh", "-c", "trap '' TERM; exec sleep 300"]  # PROGRAM, then argv
 
 # A target that handles SIGTERM: writes "ready PID" to its file, then "term" on SIGTERM.
@@ -90,13 +91,10 @@ sys.stdin.read()
 
 
 @pytest.fixture(autouse=True)
-def marker(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def _marked(case_marker: str) -> None:
+    """Every test here needs the helper, and runs under the case marker."""
     if HELPER is None:
         pytest.fail("leashed-helper is not built")
-    value = new_marker()
-    monkeypatch.setenv(CASE_VAR, value)
-    yield value
-    kill_marked(CASE_VAR, value)
 
 
 @pytest.fixture()
@@ -119,25 +117,13 @@ def pidfd_open_errno(tid: int) -> int:
     return refused.value.errno
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
-def state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return "gone"
+state = proc_state
 
 
 def cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
+    stat = _procfs.read_stat(pid)
+    assert stat is not None, f"{pid} is gone"
+    return stat.cpu_ticks
 
 
 def children(pid: int) -> list[int]:
@@ -148,7 +134,7 @@ def children(pid: int) -> list[int]:
 
 
 def only_child(pid: int) -> int:
-    assert wait_for(lambda: len(children(pid)) == 1)
+    assert poll_until(lambda: len(children(pid)) == 1, 5.0)
     return children(pid)[0]
 
 
@@ -221,7 +207,7 @@ def write_target(path: Path) -> list[str]:
 
 
 def ready_pid(path: Path) -> int:
-    assert wait_for(lambda: path.exists() and path.read_text().startswith("ready"), 10)
+    assert poll_until(lambda: path.exists() and path.read_text().startswith("ready"), 10)
     return int(path.read_text().split()[1])
 
 
@@ -445,7 +431,7 @@ def test_a_signal_is_relayed_and_answered(tmp_path: Path, supervisors: list[Supe
     target_of(sup.proc.pid)
     time.sleep(0.2)  # let sh install its trap
     assert sup.request(SIGNAL_OP, signal.SIGUSR1) == 0
-    assert wait_for(lambda: flag.exists() and flag.read_text() == "usr1\n")
+    assert poll_until(lambda: flag.exists() and flag.read_text() == "usr1\n", 5.0)
 
 
 def test_sigkill_is_answered_only_after_the_whole_tree_is_dead(
@@ -453,7 +439,7 @@ def test_sigkill_is_answered_only_after_the_whole_tree_is_dead(
 ) -> None:
     sup = Supervisor("-t", argv=["sh", "sh", "-c", "sleep 300 & sleep 300 & wait"])
     supervisors.append(sup)
-    assert wait_for(lambda: len(marked(marker)) == 5)  # front, supervisor, sh, 2 sleeps
+    assert poll_until(lambda: len(marked(marker)) == 5, 5.0)  # front, supervisor, sh, 2 sleeps
     leash = (sup.proc.pid, only_child(sup.proc.pid))  # the front and the supervisor
     tree = [p for p in marked(marker) if p not in leash]
     assert sup.request(SIGNAL_OP, signal.SIGKILL) == 0
@@ -468,7 +454,7 @@ def test_after_the_target_exits_probe_and_kill_say_esrch(
     leftover = "(trap '' TERM; exec sleep 300) & sleep 0.3; exit 5"
     sup = Supervisor("-t", "-s", "15", "-g", "20000", argv=["sh", "sh", "-c", leftover])
     supervisors.append(sup)
-    assert wait_for(lambda: sup.request(SIGNAL_OP, 0) == errno.ESRCH)
+    assert poll_until(lambda: sup.request(SIGNAL_OP, 0) == errno.ESRCH, 5.0)
     assert len(marked(marker)) == 3  # the front, the supervisor and the leftover
     started = time.monotonic()
     assert sup.request(SIGNAL_OP, signal.SIGKILL) == errno.ESRCH
@@ -477,13 +463,11 @@ def test_after_the_target_exits_probe_and_kill_say_esrch(
     assert marked(marker) == []
 
 
-def test_release_ends_the_tree_without_an_answer(
-    marker: str, supervisors: list[Supervisor]
-) -> None:
+def test_drop_ends_the_tree_without_an_answer(marker: str, supervisors: list[Supervisor]) -> None:
     sup = Supervisor("-t", argv=["sh", "sh", "-c", "sleep 300 & wait"])
     supervisors.append(sup)
-    assert wait_for(lambda: len(marked(marker)) == 4)  # front, supervisor, sh, sleep
-    sup.ours.sendall(struct.pack("=ii", RELEASE_OP, 0))
+    assert poll_until(lambda: len(marked(marker)) == 4, 5.0)  # front, supervisor, sh, sleep
+    sup.ours.sendall(struct.pack("=ii", DROP_OP, 0))
     assert sup.proc.wait(timeout=5) == 1
     assert sup.ours.recv(4) == b""  # closed, never answered
     assert marked(marker) == []
@@ -505,7 +489,7 @@ def test_guardian_continues_a_stopped_target_after_its_death_signal(tmp_path: Pa
     try:
         assert ready_pid(path) == proc.pid  # the guardian's target is the helper's pid
         os.kill(proc.pid, signal.SIGSTOP)
-        assert wait_for(lambda: state(proc.pid) == "T")
+        assert poll_until(lambda: state(proc.pid) == "T", 5.0)
         os.close(life_write)
         life_write = -1
         assert proc.wait(timeout=10) == 0  # ended by its own SIGTERM handler, not SIGKILL
@@ -528,7 +512,7 @@ def test_supervisor_continues_stopped_descendants_after_the_death_signal(
     supervisors.append(sup)
     descendant = ready_pid(path)
     os.kill(descendant, signal.SIGSTOP)
-    assert wait_for(lambda: state(descendant) == "T")
+    assert poll_until(lambda: state(descendant) == "T", 5.0)
     sup.close_lifeline()
     assert sup.proc.wait(timeout=10) == 1
     assert path.read_text() == "term"
@@ -548,10 +532,10 @@ def test_a_stopped_supervisor_still_ends_the_target_when_its_parent_dies(
     ) as (parent, sup):  # fmt: skip
         target = ready_pid(path)
         os.kill(target, signal.SIGSTOP)
-        assert wait_for(lambda: state(sup) == "T")
+        assert poll_until(lambda: state(sup) == "T", 5.0)
         parent.kill()
-        assert wait_for(lambda: path.read_text() == "term", 10)
-        assert wait_for(lambda: not alive(sup) and not alive(target))
+        assert poll_until(lambda: path.read_text() == "term", 10)
+        assert poll_until(lambda: not alive(sup) and not alive(target), 5.0)
 
 
 @pytest.mark.parametrize("options", [[], ["-P"]], ids=["same-group", "own-group"])
@@ -569,8 +553,8 @@ def test_ctrl_z_stops_the_supervisor_like_its_target(options: list[str]) -> None
         assert state(sup) == "T" and state(target) == "T"
         os.kill(sup, signal.SIGCONT)
         assert shell.stdout.readline().split() == ["continued"]
-        assert wait_for(lambda: state(target) == "S")
-        assert wait_for(lambda: state(sup) == "S")  # briefly R while it relays the SIGCONT
+        assert poll_until(lambda: state(target) == "S", 5.0)
+        assert poll_until(lambda: state(sup) == "S", 5.0)  # briefly R while it relays the SIGCONT
         os.kill(sup, signal.SIGTERM)  # relayed: the target dies by it, and so does the job
         assert shell.stdout.readline().split() == ["exited", str(int(signal.SIGTERM))]
 
@@ -582,12 +566,12 @@ def test_a_stop_asked_on_the_control_socket_keeps_the_supervisor_answering(
     supervisors.append(sup)
     target = target_of(sup.proc.pid)
     assert sup.request(SIGNAL_OP, signal.SIGSTOP) == 0
-    assert wait_for(lambda: state(target) == "T")
+    assert poll_until(lambda: state(target) == "T", 5.0)
     time.sleep(0.2)
     assert state(sup.proc.pid) == "S"
     assert sup.request(SIGNAL_OP, 0) == 0
     assert sup.request(SIGNAL_OP, signal.SIGCONT) == 0
-    assert wait_for(lambda: state(target) == "S")
+    assert poll_until(lambda: state(target) == "S", 5.0)
 
 
 # ------------------------------------------------------------------ grace deadline
@@ -602,7 +586,7 @@ def test_guardian_grace_is_a_deadline_then_sigkill(marker: str) -> None:
     )
     os.close(life_read)
     try:
-        assert wait_for(lambda: len(marked(marker)) == 2)  # target + guardian
+        assert poll_until(lambda: len(marked(marker)) == 2, 5.0)  # target + guardian
         (guardian,) = [p for p in marked(marker) if p != proc.pid]
         time.sleep(0.2)  # let sh exec sleep
         os.close(life_write)
@@ -624,7 +608,7 @@ def test_supervisor_grace_is_a_deadline_then_sigkill(
     sup = Supervisor("-s", "15", "-g", "1000", argv=IGNORE_TERM)
     supervisors.append(sup)
     target = target_of(sup.proc.pid)
-    assert wait_for(lambda: Path(f"/proc/{target}/comm").read_text() == "sleep\n")
+    assert poll_until(lambda: Path(f"/proc/{target}/comm").read_text() == "sleep\n", 5.0)
     sup.close_lifeline()
     started = time.monotonic()
     assert sup.proc.wait(timeout=10) == 1
@@ -655,7 +639,7 @@ def test_a_parent_with_closed_stdio(tmp_path: Path, mode: str) -> None:
     os.close(life_read)
     try:
         assert read_all(report_read) == b""  # the target was executed
-        assert wait_for(lambda: listing.exists() and listing.read_text().endswith("\n"))
+        assert poll_until(lambda: listing.exists() and listing.read_text().endswith("\n"), 5.0)
         assert listing.read_text() == "open:\n"
     finally:
         os.close(life_write)
@@ -663,7 +647,7 @@ def test_a_parent_with_closed_stdio(tmp_path: Path, mode: str) -> None:
         proc.wait()
 
 
-# ------------------------------------------------------------------ named control socket (-C)
+# ------------------------------------------------------------------ named control socket (-L)
 
 
 def _connect(name: str) -> socket.socket:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import CASE_VAR, kill_marked, new_marker, wait_until_gone
+from support import CASE_VAR, kill_marked, marked_env, new_marker, wait_until_gone
 
 import leashed
 
@@ -24,9 +24,8 @@ class Terminal:
     """An interactive bash on a pty, as a person at a terminal would have it."""
 
     def __init__(self, marker: str) -> None:
-        env = {**os.environ, CASE_VAR: marker, "PS1": "PROMPT> ", "TERM": "dumb"}
-        src = str(Path(leashed.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+        src = Path(leashed.__file__).resolve().parent.parent
+        env = marked_env(marker, src, PS1="PROMPT> ", TERM="dumb")
         self.master, slave = os.openpty()
         self.shell = subprocess.Popen(
             ["bash", "--norc", "--noprofile", "-i"],

@@ -25,8 +25,7 @@ def test_parent_sigkilled_at_rest(mechanism: str) -> None:
     try:
         pids = [int(p) for p in parent.read_line().split()]
         assert len(pids) == 3 and all(alive(p) for p in pids)
-        parent.kill()
-        assert wait_until_gone(parent.marker, 1.0) == []
+        assert parent.killed_survivors(1.0) == []
     finally:
         parent.finish()
 
@@ -39,8 +38,7 @@ def test_child_of_exited_thread_lives_then_dies_with_process(mechanism: str) -> 
         assert state == "alive"
         time.sleep(0.2)
         assert alive(int(pid))
-        parent.kill()
-        assert wait_until_gone(parent.marker, 1.0) == []
+        assert parent.killed_survivors(1.0) == []
     finally:
         parent.finish()
 
@@ -55,8 +53,7 @@ def test_parent_sigkilled_during_spawn_storm(mechanism: str) -> None:
         try:
             assert parent.read_line() == "spawning"
             time.sleep(rng.uniform(0, 0.05))
-            parent.kill()
-            survivors = wait_until_gone(parent.marker, 2.0)
+            survivors = parent.killed_survivors(2.0)
             assert survivors == [], f"trial {trial}: survivors {survivors}"
         finally:
             parent.finish()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import wait_for_named, wait_until_gone
 
 import leashed
 from leashed import _helper, _inproc_spawn
@@ -240,3 +241,34 @@ def test_context_manager_and_streams(mode: str) -> None:
         return data, proc.returncode, out == big, proc.args
 
     both(scenario, mode)
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        "echo hi",
+        "printf 'a\\nb\\n\\n'",
+        "echo out; echo err >&2; exit 3",
+        "exit 130",
+        "kill -TERM $$",
+        "no-such-command-here",
+        b"echo bytes",
+    ],
+)
+def test_getoutput_and_getstatusoutput(cmd: str | bytes) -> None:
+    assert leashed.getstatusoutput(cmd) == subprocess.getstatusoutput(cmd)
+    assert leashed.getoutput(cmd) == subprocess.getoutput(cmd)
+
+
+def test_getoutput_child_dies_with_its_parent(case_marker: str) -> None:
+    parent = subprocess.Popen(
+        [PY, "-c", "import leashed; leashed.getoutput('exec sleep 300')"],
+    )
+    try:
+        assert wait_for_named(case_marker, "sleep", 1), "the shell's sleep never started"
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        assert wait_until_gone(case_marker, 5) == []
+    finally:
+        parent.kill()
+        parent.wait()

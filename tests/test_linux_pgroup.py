@@ -21,10 +21,8 @@ import pytest
 from support import (
     CASE_VAR,
     alive,
-    kill_marked,
     marked,
     named,
-    new_marker,
     wait_for_named,
     wait_until_gone,
 )
@@ -33,14 +31,6 @@ from test_linux_tree import COUNTER
 from leashed import _helper, _procfs
 
 HELPER = _helper.helper_path()
-
-
-@pytest.fixture()
-def marker(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    value = new_marker()
-    monkeypatch.setenv(CASE_VAR, value)
-    yield value
-    kill_marked(CASE_VAR, value)
 
 
 @pytest.fixture()

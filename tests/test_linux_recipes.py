@@ -18,7 +18,6 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,10 +28,8 @@ from support import (
     SUITE_VAR,
     Parent,
     alive,
-    kill_marked,
     marked,
     named,
-    new_marker,
     wait_until_gone,
 )
 
@@ -80,14 +77,6 @@ def test_every_named_block_is_used() -> None:
 
 
 # -- parents, their output, the network --------------------------------------------------------
-
-
-@pytest.fixture
-def marker() -> Iterator[str]:
-    """A case marker for every process a test starts; what still carries it is killed by pid."""
-    value = new_marker()
-    yield value
-    kill_marked(CASE_VAR, value)
 
 
 def start_parent(
@@ -255,8 +244,7 @@ def test_mcp_server_and_its_job_die_with_a_sigkilled_client(
     parent, _, job = _mcp_parent(tmp_path, marker, BACKEND=backend)
     with parent:
         assert helpers(marker), "the server does not run under leashed's supervisor"
-        parent.kill()
-        assert wait_until_gone(marker, GONE) == []
+        assert parent.killed_survivors(GONE) == []
         assert not alive(job)
 
 
@@ -297,8 +285,7 @@ def test_mcp_client_recipe_runs_as_printed(tmp_path: Path, marker: str) -> None:
 def test_control_mcp_without_leashed_leaves_the_job_running(tmp_path: Path, marker: str) -> None:
     parent, _, job = _mcp_parent(tmp_path, marker, LEASHED=False)
     with parent:
-        parent.kill()
-        survivors = wait_until_gone(marker, STAY)
+        survivors = parent.killed_survivors(STAY)
         assert job in survivors
 
 
@@ -368,8 +355,7 @@ def test_jupyter_kernel_and_its_children_die_with_a_sigkilled_manager(
         job = int(ready[1])
         assert ready.groups()[1:] == ("KeyboardInterrupt", "42")
         assert job in marked(marker) and helpers(marker)
-        parent.kill()
-        assert wait_until_gone(marker, GONE) == []
+        assert parent.killed_survivors(GONE) == []
 
 
 # -- 3. uvicorn and gunicorn -----------------------------------------------------------------
@@ -483,8 +469,7 @@ def test_pool_workers_die_with_the_sigkilled_parent(
     parent, _, _ = _pool_parent(tmp_path, marker, kind, how)
     with parent:
         assert helpers(marker), "the program does not run under leashed's supervisor"
-        parent.kill()
-        assert wait_until_gone(marker, GONE) == []
+        assert parent.killed_survivors(GONE) == []
 
 
 @pytest.mark.parametrize("how", ["plain", "default"])
@@ -494,8 +479,7 @@ def test_control_pool_workers_outlive_their_parent_without_tree(
     """Plain subprocess: the program and its workers stay. tree=False: the workers stay."""
     parent, app, workers = _pool_parent(tmp_path, marker, "executor", how)
     with parent:
-        parent.kill()
-        survivors = wait_until_gone(marker, STAY)
+        survivors = parent.killed_survivors(STAY)
         assert workers <= set(survivors), survivors
         assert (app in survivors) == (how == "plain"), (app, survivors)
 
@@ -537,8 +521,7 @@ def test_launched_server_dies_with_the_parent_with_tree(
 ) -> None:
     parent, url = _launcher(tmp_path, marker, launcher, tree=True)
     with parent:
-        parent.kill()
-        assert wait_until_gone(marker, GONE) == []
+        assert parent.killed_survivors(GONE) == []
         assert refused(url)
 
 
@@ -549,8 +532,7 @@ def test_control_launched_server_outlives_the_parent_without_tree(
     """The default leash ends the launcher; the server below it keeps serving."""
     parent, url = _launcher(tmp_path, marker, launcher, tree=False)
     with parent:
-        parent.kill()
-        survivors = wait_until_gone(marker, STAY)
+        survivors = parent.killed_survivors(STAY)
         assert survivors
         assert get(url)
 
@@ -585,8 +567,7 @@ def test_pytest_fixture_server_dies_with_a_sigkilled_pytest(tmp_path: Path, mark
     with start_parent(PYTEST_PARENT, marker, site, ARGS=["test_hold.py"]) as parent:
         url = Lines(parent).expect(r"serving (\S+)")[1]
         assert get(url) == b"hello" and helpers(marker)
-        parent.kill()
-        assert wait_until_gone(marker, GONE) == []
+        assert parent.killed_survivors(GONE) == []
         assert refused(url)
 
 
@@ -616,8 +597,7 @@ def _script(tmp_path: Path, marker: str, leashed: bool) -> tuple[Parent, str]:
 def test_shell_script_services_die_with_the_sigkilled_script(tmp_path: Path, marker: str) -> None:
     parent, url = _script(tmp_path, marker, leashed=True)
     with parent:
-        parent.kill()
-        assert wait_until_gone(marker, GONE) == []
+        assert parent.killed_survivors(GONE) == []
         assert refused(url)
 
 
@@ -626,7 +606,6 @@ def test_control_shell_script_services_outlive_it_without_leashed(
 ) -> None:
     parent, url = _script(tmp_path, marker, leashed=False)
     with parent:
-        parent.kill()
-        survivors = wait_until_gone(marker, STAY)
+        survivors = parent.killed_survivors(STAY)
         assert named(survivors, "tail"), survivors
         assert get(url)

@@ -14,10 +14,8 @@ from pathlib import Path
 
 import pytest
 from support import (
-    CASE_VAR,
     Parent,
     alive,
-    kill_marked,
     marked,
     named,
     new_marker,
@@ -79,8 +77,7 @@ def test_whole_tree_dies_with_parent(
     try:
         parent.read_line()
         assert len(_wait_sleeps(parent.marker, TREE_SLEEPS)) == TREE_SLEEPS
-        parent.kill()
-        assert wait_until_gone(parent.marker, deadline) == []
+        assert parent.killed_survivors(deadline) == []
     finally:
         parent.finish()
 
@@ -106,14 +103,6 @@ def test_grace_gives_term_ignoring_process_its_time() -> None:
 
 def _tree_sleeps(proc: leashed.Popen[bytes], marker: str) -> list[int]:
     return _wait_sleeps(marker, TREE_SLEEPS)
-
-
-@pytest.fixture()
-def case_marker(monkeypatch: pytest.MonkeyPatch) -> object:
-    marker = new_marker()
-    monkeypatch.setenv(CASE_VAR, marker)
-    yield marker
-    kill_marked(CASE_VAR, marker)
 
 
 def test_kill_ends_whole_tree_before_returning(case_marker: str) -> None:

@@ -10,7 +10,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from support import CASE_VAR, alive, kill_marked, new_marker, wait_until_gone
+import pytest
+from support import CASE_VAR, alive, kill_marked, marked_env, new_marker, wait_until_gone
 
 import leashed
 
@@ -36,7 +37,7 @@ WATCHER = textwrap.dedent(
 def _shell_parent(mode: str, *extra: str) -> tuple[subprocess.Popen[str], str]:
     """A shell (not Python) that starts the watcher and waits; returns it and the marker."""
     marker = new_marker()
-    env = {**os.environ, CASE_VAR: marker}
+    env = marked_env(marker)
     cmd = " ".join([sys.executable, "-c", repr(WATCHER).replace("\\n", "\n"), mode, *extra])
     shell = subprocess.Popen(
         ["sh", "-c", f"{cmd} & wait"],
@@ -100,10 +101,12 @@ def test_stopped_watch_does_nothing() -> None:
         _cleanup(shell, marker)
 
 
-def test_watch_reports_parent_and_mechanism() -> None:
+def test_watch_reports_parent_and_method() -> None:
     watch = leashed.watch_parent(lambda: None)
     try:
         assert watch.parent_pid == os.getppid()
-        assert watch.mechanism == "pidfd"
+        assert watch.method == "pidfd"
+        with pytest.deprecated_call():
+            assert watch.mechanism == "pidfd"  # the old name, kept as a deprecated alias
     finally:
         watch.stop()

@@ -16,6 +16,7 @@ from support import (
     Parent,
     alive,
     kill_marked,
+    marked_env,
     new_marker,
     wait_for_count,
     wait_until_gone,
@@ -246,7 +247,8 @@ EXITED_THREAD_PARENT = """
     worker.start()
     worker.join()
     time.sleep(0.3)
-    state = open(f"/proc/{{box[0]}}/stat").read().rpartition(")")[2].split()[0]
+    from leashed._procfs import read_stat
+    state = read_stat(box[0]).state
     print(box[0], "dead" if state in "ZX" else "alive", flush=True)
     time.sleep(300)
 """
@@ -320,7 +322,7 @@ def test_trio_cancellation_ends_the_whole_tree() -> None:
     import trio
 
     marker = new_marker()
-    env = {**os.environ, CASE_VAR: marker}
+    env = marked_env(marker)
 
     async def main() -> int:
         async with trio.open_nursery() as nursery:

@@ -49,6 +49,7 @@ def windows(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeApi, list[Any
     _windows.set_api_for_tests(api)
     monkeypatch.setattr(lasyncio, "IS_WINDOWS", True)
     monkeypatch.setattr(_platform, "IS_WINDOWS", True)
+    monkeypatch.setattr(_platform, "BACKEND", _windows)
 
     async def fake_exec(*args: Any, **kwds: Any) -> FakeProcess:
         log.append(("create_subprocess_exec", args, kwds))

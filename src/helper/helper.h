@@ -1,6 +1,11 @@
 /* helper.h - what the parts of leashed-helper share.
  *
- *   main.c        the portable core: command line, credentials, exec, report pipe
+ *   main.c        the entry point: the outline of a run
+ *   options.c     the command line: the option table and its parser
+ *   report.c      failures before the target runs: report pipe or stderr, exit status
+ *   exec.c        credentials, exec with the PATH search
+ *   direct.c      direct mode
+ *   util.c        small utilities every part uses
  *   front.c       the supervisor's front: the process the caller holds
  *   supervisor.c  the supervisor's portable logic (endings, reaping, control socket)
  *   guardian.c    the guardian's portable logic
@@ -32,7 +37,7 @@
 #endif
 #include "nolibc.h"
 
-/* ------------------------------------------------------------------ core (main.c) */
+/* ------------------------------------------------------------------ core */
 
 /* Bits, so that the option table can say in which modes an option is valid. */
 enum lh_mode { MODE_DIRECT = 1, MODE_SUPERVISOR = 2, MODE_GUARDIAN = 4 };
@@ -46,6 +51,23 @@ enum lh_stage {
 	STAGE_CREDENTIALS = 5, /* setgroups, setregid, setreuid */
 	STAGE_USAGE = 6,       /* bad command line (errno EINVAL) */
 	STAGE_SETUP = 7	       /* anything else before the target runs: a bad fd, signalfd, ... */
+};
+
+/* The report pipe's one message (report.c), native-endian. */
+struct lh_report {
+	int32_t stage, err; /* enum lh_stage, errno */
+};
+
+/* The control socket (supervisor.c): requests are (op, value), answers one errno. */
+enum lh_control_op {
+	CTL_SIGNAL = 1, /* value: a signal number, 0 = liveness probe; answered */
+	CTL_DROP = 2	/* the Popen object was dropped: end as on the parent's death; no answer */
+};
+struct lh_control {
+	int32_t op, value;
+};
+struct lh_answer {
+	int32_t err;
 };
 
 struct opts {
@@ -65,10 +87,19 @@ struct opts {
 	int uid_given, gid_given, groups_given; /* -U, -G, -X */
 	uid_t uid;
 	gid_t gid;
-	size_t ngroups;	  /* -X: how many, in the table of main.c */
+	size_t ngroups;	  /* -X: how many, in lh_groups */
 	const char *prog; /* PROGRAM */
 	char **argv;	  /* [ARGV0 [ARG]...], may be empty */
 };
+
+#define LH_GROUPS_MAX 65536 /* Linux NGROUPS_MAX */
+extern gid_t lh_groups[LH_GROUPS_MAX]; /* -X (options.c) */
+
+/* options.c: parses the command line into *o (the report pipe first, so that even a usage
+ * error reaches it); refuses a bad one with STAGE_USAGE. */
+void lh_parse_command_line(int argc, char **argv, struct opts *o);
+/* The caller's fds we keep (-l, -c, -L) made close-on-exec; STAGE_SETUP if one is not open. */
+void lh_own_fds(const struct opts *o);
 
 /* Reports `stage, err` on the report pipe (or says it on stderr without one) and exits:
  * 2 for STAGE_USAGE, 127 for STAGE_EXEC with ENOENT, 126 otherwise. what/arg name the
@@ -79,7 +110,10 @@ _Noreturn void lh_exec_target(const struct opts *o);
 /* The user=, group=, extra_groups= of subprocess; STAGE_CREDENTIALS on failure. */
 void lh_change_credentials(const struct opts *o);
 
+/* util.c */
 void lh_put(int fd, const void *buf, size_t n);
+int lh_streq(const char *a, const char *b);
+static inline int lh_is_digit(char c) { return c >= '0' && c <= '9'; }
 int lh_parse_num(const char *s, unsigned long long lo, unsigned long long hi, unsigned long long *out);
 int lh_high_fd(int fd);	  /* moves a new fd of ours above stdio; -1 stays -1 */
 int lh_pipe(int fds[2]);  /* close-on-exec, both ends >= 3 */
@@ -100,6 +134,7 @@ int lh_wait_until(long long deadline, long step_ms, int (*done)(void *), void (*
 /* Exits the way a child did, from its wait status: code c -> exit c; killed by s -> dies by
  * s (without a core dump). */
 _Noreturn void lh_exit_like(int status);
+_Noreturn void lh_run_direct(const struct opts *o);	 /* direct.c */
 _Noreturn void lh_run_supervisor(struct opts *o); /* supervisor.c */
 _Noreturn void lh_run_guardian(struct opts *o);	 /* guardian.c */
 
@@ -136,8 +171,12 @@ struct front_link lh_run_front(struct opts *o);
 
 /* ------------------------------------------------------------------ supervisor */
 
-extern const int lh_forwarded[]; /* the signals the supervisor passes on */
-#define NFWD 13
+/* The signals the supervisor passes on; NFWD counts them. */
+#define LH_FORWARDED                                                                          \
+	{ SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH,                        \
+	  SIGCONT, SIGALRM, SIGTSTP, SIGTTIN, SIGTTOU, SIGPIPE }
+#define NFWD ((int)(sizeof(const int[])LH_FORWARDED / sizeof(int)))
+extern const int lh_forwarded[NFWD];
 
 /* What an ending (parent death, target exit with -t, control SIGKILL) signals. */
 enum end_how {
@@ -161,11 +200,11 @@ struct sup {
 	int front;	    /* the socket to the front; -1 once it is gone, or let go (-k) */
 	pid_t front_pid;    /* our parent */
 	int front_stopped;  /* told STOPPED: it may be stopped, following the target */
-	int parent_gone;    /* lifeline EOF, -w exit, the front's death, or RELEASE */
+	int parent_gone;    /* lifeline EOF, -w exit, the front's death; a DROP counts as one */
 	int kill_asked;	    /* control SIGKILL: end everything by SIGKILL now */
 	int kill_reply;	    /* ... and answer once it is done, then die by SIGKILL */
 	int kill_late;	    /* a SIGKILL asked for after the target exited: ESRCH once done */
-	unsigned char cbuf[8]; /* a control request being read */
+	unsigned char cbuf[sizeof(struct lh_control)]; /* a control request being read */
 	size_t clen;
 	sigset_t orig_mask;    /* restored in the target */
 	struct sigaction orig_chld, orig_fwd[NFWD];

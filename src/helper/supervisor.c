@@ -23,11 +23,7 @@
 #define LH_REAPER_KILL 0
 #endif
 
-/* Control requests: two native int32, (op, value). */
-enum { CTL_SIGNAL = 1, CTL_RELEASE = 2 };
-
-const int lh_forwarded[NFWD] = { SIGTERM, SIGINT,  SIGHUP,  SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH,
-				 SIGCONT, SIGALRM, SIGTSTP, SIGTTIN, SIGTTOU, SIGPIPE };
+const int lh_forwarded[NFWD] = LH_FORWARDED;
 
 /* ------------------------------------------------------------------ signalling */
 
@@ -189,15 +185,18 @@ void sup_read_front(struct sup *s)
  * signal to relay (Linux tells it by its sender; macOS: SO_NOSIGPIPE, set by sup_arm). */
 static void answer(struct sup *s, int32_t err)
 {
+	struct lh_answer a;
+
+	a.err = err;
 	if (s->ctl >= 0)
-		lh_send_quiet(s->ctl, &err, sizeof err);
+		lh_send_quiet(s->ctl, &a, sizeof a);
 }
 
 /* SIGNAL 0 probes (never ends anything), SIGKILL ends everything and is answered once it
- * is all dead, any other signal is relayed; RELEASE ends as on the parent's death. */
+ * is all dead, any other signal is relayed; DROP ends as on the parent's death. */
 static void control_request(struct sup *s, int32_t op, int32_t value)
 {
-	if (op == CTL_RELEASE) {
+	if (op == CTL_DROP) {
 		s->parent_gone = 1; /* the Popen object was dropped: no answer */
 	} else if (op != CTL_SIGNAL || value < 0 || value >= NSIG) {
 		answer(s, EINVAL);
@@ -217,12 +216,12 @@ static void control_request(struct sup *s, int32_t op, int32_t value)
 
 void sup_read_control(struct sup *s)
 {
-	int32_t req[2];
+	struct lh_control req;
 	ssize_t r = read(s->ctl, s->cbuf + s->clen, sizeof s->cbuf - s->clen);
 
 	if (r < 0 && (errno == EINTR || errno == EAGAIN))
 		return;
-	if (r <= 0) { /* EOF: the Popen object is gone (-C: one request is done), not the parent */
+	if (r <= 0) { /* EOF: the Popen object is gone (-L: one request is done), not the parent */
 		close(s->ctl);
 		s->ctl = -1;
 		return;
@@ -231,8 +230,8 @@ void sup_read_control(struct sup *s)
 	if (s->clen < sizeof s->cbuf)
 		return;
 	s->clen = 0;
-	memcpy(req, s->cbuf, sizeof req);
-	control_request(s, req[0], req[1]);
+	memcpy(&req, s->cbuf, sizeof req);
+	control_request(s, req.op, req.value);
 }
 
 /* ------------------------------------------------------------------ endings */

@@ -1,9 +1,10 @@
 """leashed: child processes that die with their parent, by any death.
 
 Drop-in for ``subprocess`` (``Popen``, ``run``, ``call``, ``check_call``,
-``check_output``) and ``asyncio`` (``leashed.asyncio``), plus ``wrap`` for spawners you
-do not control, ``watch_parent`` for programs whose parent is not Python, and
-``capabilities`` for what this machine guarantees.
+``check_output``, ``getoutput``, ``getstatusoutput``) and ``asyncio``
+(``leashed.asyncio``), plus ``wrap`` for spawners you do not control,
+``watch_parent`` for programs whose parent is not Python, and ``capabilities`` for
+what this machine guarantees.
 """
 
 from subprocess import (
@@ -16,8 +17,8 @@ from subprocess import (
     TimeoutExpired,
 )
 
-from ._capabilities import capabilities
-from ._popen import Popen, call, check_call, check_output, run
+from ._platform import capabilities
+from ._popen import Popen, call, check_call, check_output, getoutput, getstatusoutput, run
 from ._watch import ParentWatch, watch_parent
 from ._wrap import wrap
 
@@ -38,6 +39,8 @@ __all__ = [
     "capabilities",
     "check_call",
     "check_output",
+    "getoutput",
+    "getstatusoutput",
     "run",
     "watch_parent",
     "wrap",

@@ -1,43 +1,36 @@
-"""leashed.capabilities(): what this machine guarantees, per mechanism, said plainly."""
+"""The POSIX backend's part of leashed.capabilities(): what this machine guarantees,
+per mechanism, said plainly (the Windows backend's report is in ``_windows``)."""
 
 from __future__ import annotations
 
 import sys
 from typing import Any
 
-from . import _helper, _inproc_spawn, _windows
+from . import _helper, _inproc_spawn, _spawner
 from ._linux import has_pidfd
-from ._platform import IS_LINUX, IS_WINDOWS, default_mechanism
+from ._system import IS_DARWIN, IS_FREEBSD, IS_LINUX, default_mechanism
+
+#: The note every supervisor with a subreaper gives.
+_KEEPS_LEFTOVERS = (
+    "keep_leftovers=True: a tree's leftovers outlive the target until the parent dies"
+)
 
 
-def capabilities() -> dict[str, Any]:
-    """Per mechanism: available, how, whole_tree, race_free and notes; plus the helper.
-
-    ``default`` names what a plain ``leashed.Popen(...)`` uses; ``tree=True`` and
-    ``grace`` use the supervisor. Never a silent downgrade: a mechanism this machine
-    cannot honour says so here.
-    """
-    if IS_WINDOWS:
-        job = _windows.windows_capabilities()
-        return {
-            "platform": sys.platform,
-            "helper": None,
-            "default": "job",
-            "mechanisms": {"job": job},
-        }
+def posix_capabilities() -> dict[str, Any]:
+    """The POSIX backend's report: the helper, and its mechanisms on this system."""
     path = _helper.helper_path()
-    version = _helper.helper_version() if path else None
-    helper = {
-        "path": path,
-        "version": version[0] if version else None,
-        "build": version[1] if version else None,
-    }
+    helper = _helper.helper_report(path)
     direct_path = _inproc_spawn.direct_path() if IS_LINUX else _inproc_spawn.HELPER
     if IS_LINUX:
         mechanisms = _linux_mechanisms(bool(path), has_pidfd(), direct_path)
     else:
         mechanisms = _kqueue_mechanisms(bool(path))
     in_process = direct_path == _inproc_spawn.IN_PROCESS
+    if helper["error"] is not None:  # there, but not leashed-helper: only in-process works
+        for name, entry in mechanisms.items():
+            if not (in_process and name == "direct"):
+                entry["available"] = False
+            entry["notes"].append(helper["error"])
     default = default_mechanism() if path or in_process or not IS_LINUX else "preexec_fn"
     return {
         "platform": sys.platform,
@@ -62,7 +55,8 @@ def _linux_mechanisms(helper: bool, pidfd: bool, direct_path: str) -> dict[str, 
     elif helper:
         direct = _entry(
             "leashed-helper direct: prctl(PR_SET_PDEATHSIG) + ppid recheck, then execve in "
-            "place (forks of other threads run on one long-lived thread)",
+            f"place (forks of other threads run on {_spawner.SPAWNER_THREADS} long-lived "
+            "threads)",
             whole_tree=False,
         )
     else:
@@ -82,7 +76,7 @@ def _linux_mechanisms(helper: bool, pidfd: bool, direct_path: str) -> dict[str, 
             "without tree only the target is ended",
             "a SIGKILL of proc.pid (the front) or of its process group ends the tree as the "
             "parent's death does",
-            "keep_leftovers=True: a tree's leftovers outlive the target until the parent dies",
+            _KEEPS_LEFTOVERS,
             "descendants are signalled via pidfd after a start-time check"
             if pidfd
             else "no pidfd_open on this kernel: descendants are signalled by pid after a "
@@ -116,7 +110,7 @@ def _kqueue_mechanisms(helper: bool) -> dict[str, dict[str, Any]]:
         whole_tree=False,
         available=helper,
     )
-    if sys.platform.startswith("freebsd"):
+    if IS_FREEBSD:
         supervisor = _entry(
             "leashed-helper supervisor: PROC_REAP_ACQUIRE reaper, PROC_REAP_KILL of every "
             "descendant; target in its own process group for signal relays",
@@ -125,12 +119,12 @@ def _kqueue_mechanisms(helper: bool) -> dict[str, dict[str, Any]]:
             notes=[
                 "not yet verified on a FreeBSD machine",
                 _GROUP_NOTES[1],
-                "keep_leftovers=True: a tree's leftovers outlive the target until the parent dies",
+                _KEEPS_LEFTOVERS,
             ],
         )
     else:
         notes = [*_GROUP_NOTES, "keep_leftovers is not available: no subreaper"]
-        if sys.platform != "darwin":
+        if not IS_DARWIN:
             notes.append(
                 "this kernel counts a zombie group leader as a member: the grace period "
                 "always runs in full"

@@ -8,14 +8,13 @@ import errno
 import os
 import shutil
 import signal
-import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import __version__, _doctor, _helper, _procfs
 from ._console import PROG, say
-from ._plan import validate_death_signal, validate_grace
+from ._plan import NAMES, validate_death_signal, validate_grace
 from ._platform import IS_LINUX, plan_for_cli
 from ._protocol import HelperCommand
 
@@ -53,7 +52,8 @@ when that process dies, by any death, COMMAND gets the death signal. The exit st
 stdio and signals pass through.
 
 Without --tree/--grace/--pid, leashed replaces itself with COMMAND (same pid) after
-arming PR_SET_PDEATHSIG (Linux; elsewhere a detached guardian watches the script).
+starting a detached guardian that watches the script's process (on Linux with a pidfd;
+on kernels without pidfd_open, before 5.3, PR_SET_PDEATHSIG is armed instead).
 With --tree or --grace a small supervisor stays between the script and COMMAND: it
 watches the script's process with a pidfd, forwards the signals sent to leashed's pid,
 and exits with COMMAND's status; a SIGKILL of leashed's pid (a harness's kill -9, a
@@ -139,7 +139,7 @@ def version_text() -> str:
     else:
         try:
             found = _helper.helper_version()
-        except (OSError, subprocess.SubprocessError, ValueError):
+        except _helper.HelperUnusableError:
             found = None
         helper = (
             f"leashed-helper {found[0]} {found[1]} ({path})"
@@ -159,7 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="subcommand", metavar="{run,doctor}")
     commands.required = True
+    _add_run(commands)
+    doctor = commands.add_parser(
+        "doctor",
+        help="prove the leash on this machine, live",
+        description="For every scenario this machine offers: start a sacrificial parent with "
+        "leashed children and grandchildren, SIGKILL it, and count the survivors (found by "
+        "a marker in their environment; leftovers are killed by pid). Exit status 0 only "
+        "if nothing survived in any available scenario.",
+    )
+    doctor.add_argument("--json", action="store_true", help="print a JSON object")
+    return parser
 
+
+def _add_run(commands: Any) -> None:
+    """The ``run`` subcommand and its options (dests named as LeashOptions' fields)."""
     run = commands.add_parser(
         "run",
         help="run COMMAND tied to this shell (or to --pid PID)",
@@ -201,17 +215,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
-    doctor = commands.add_parser(
-        "doctor",
-        help="prove the leash on this machine, live",
-        description="For every mode this machine offers: start a sacrificial parent with "
-        "leashed children and grandchildren, SIGKILL it, and count the survivors (found by "
-        "a marker in their environment; leftovers are killed by pid). Exit status 0 only "
-        "if nothing survived in any available mode.",
-    )
-    doctor.add_argument("--json", action="store_true", help="print a JSON object")
-    return parser
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``leashed`` console script and of ``python -m leashed``."""
@@ -236,15 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _run_usage_error(parser, "missing COMMAND")
     if args.keep_leftovers and not args.tree:
         _run_usage_error(parser, "--keep-leftovers needs --tree")
+    options = {name: getattr(args, name) for name in NAMES if hasattr(args, name)}
     try:
-        exec_command(
-            command,
-            tree=args.tree,
-            grace=args.grace,
-            death_signal=args.death_signal,
-            pid=args.pid,
-            keep_leftovers=args.keep_leftovers,
-        )
+        exec_command(command, pid=args.pid, **options)
     except CommandError as exc:
         say(str(exc))
         return exc.status
@@ -329,17 +326,13 @@ def helper_command_line(
     command: Sequence[str],
     program: str,
     *,
-    tree: bool = False,
-    grace: float | None = None,
-    death_signal: int | None = None,
     pid: int | None = None,
     parent: int | None = None,
-    keep_leftovers: bool = False,
+    **options: Any,
 ) -> list[str]:
-    """The helper argv that ``leashed run`` execs (``parent`` defaults to os.getppid())."""
-    plan = plan_for_cli(
-        tree=tree, grace=grace, death_signal=death_signal, pid=pid, keep_leftovers=keep_leftovers
-    )
+    """The helper argv that ``leashed run`` execs (``parent`` defaults to os.getppid());
+    ``options``: the leash options (LeashOptions' names) the command line gave."""
+    plan = plan_for_cli(pid=pid, **options)
     if parent is None:
         parent = os.getppid()
     if pid is not None:
@@ -356,15 +349,7 @@ def helper_command_line(
     return [os.fspath(item) for item in helper_options.argv(helper, program, command)]
 
 
-def exec_command(
-    command: Sequence[str],
-    *,
-    tree: bool,
-    grace: float | None,
-    death_signal: int | None,
-    pid: int | None,
-    keep_leftovers: bool = False,
-) -> NoReturn:
+def exec_command(command: Sequence[str], *, pid: int | None, **options: Any) -> NoReturn:
     """Replace this process by the helper that leashes ``command``; CommandError if it can't."""
     try:
         helper = _helper.helper_path()
@@ -375,15 +360,7 @@ def exec_command(
     _check_still_tied(pid)
     program = resolve_command(command[0])
     try:
-        cmd = helper_command_line(
-            command,
-            program,
-            tree=tree,
-            grace=grace,
-            death_signal=death_signal,
-            pid=pid,
-            keep_leftovers=keep_leftovers,
-        )
+        cmd = helper_command_line(command, program, pid=pid, **options)
     except (RuntimeError, ValueError) as exc:
         raise CommandError(1, str(exc)) from None
     _restore_signals()

@@ -1,6 +1,6 @@
-"""``leashed doctor``: prove the leash on this machine, live, mode by mode.
+"""``leashed doctor``: prove the leash on this machine, live, scenario by scenario.
 
-For each available mode a sacrificial parent starts leashed children and grandchildren,
+For each available scenario a sacrificial parent starts leashed children and grandchildren,
 is SIGKILLed, and what it left alive is counted (by a marker in the environment) and timed.
 """
 
@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, _procfs
-from ._capabilities import capabilities
 from ._console import say
-from ._platform import IS_LINUX
+from ._platform import IS_LINUX, capabilities
 
 MARKER_VAR = "LEASHED_DOCTOR_MARKER"
 DOCTOR_GRACE_S = 0.5
@@ -42,29 +41,29 @@ _PARENT_CODE = textwrap.dedent(
     import sys, threading, time
     import leashed
 
-    mode, grace = sys.argv[1], float(sys.argv[2])
+    scenario, grace = sys.argv[1], float(sys.argv[2])
     TREE = "sleep 300 & sleep 300 & (setsid sleep 300 &); wait"
     GRACE = "sleep 300 & (trap '' TERM; exec sleep 300) & wait"
     procs = []
     def spawn(argv, **options):
         procs.append(leashed.Popen(argv, **options))
-    if mode in ("direct", "guardian"):
-        options = {"mechanism": "guardian"} if mode == "guardian" else {}
+    if scenario in ("direct", "guardian"):
+        options = {"mechanism": "guardian"} if scenario == "guardian" else {}
         spawn(["sleep", "300"], **options)
         spawn(["sleep", "300"], **options)
         worker = threading.Thread(target=spawn, args=(["sleep", "300"],), kwargs=options)
         worker.start()
         worker.join()
-    elif mode == "tree":
+    elif scenario == "tree":
         spawn(["sh", "-c", TREE], tree=True)
-    elif mode == "grace":
+    elif scenario == "grace":
         spawn(["sh", "-c", GRACE], tree=True, grace=grace)
     print("ready", flush=True)
     time.sleep(300)
     """
 )
 
-#: Per mode: (processes expected in total, of which `sleep`s), the parent not counted.
+#: Per scenario: (processes expected in total, of which `sleep`s), the parent not counted.
 _EXPECTED = {
     "direct": (3, 3),
     "guardian": (6, 3),  # three targets and their three guardians
@@ -81,7 +80,7 @@ _SHORT_DESCRIPTION = {
 
 
 @dataclass
-class ModeResult:
+class ScenarioResult:
     """What the doctor saw for one scenario."""
 
     name: str
@@ -123,25 +122,23 @@ class ModeResult:
 
 
 def doctor(*, as_json: bool = False) -> int:
-    """Run every available mode live; print a table (or JSON); 0 only if nothing survived."""
+    """Run every available scenario live; print a table (or JSON); 0 only if nothing survived."""
     caps = capabilities()
     if not IS_LINUX:
-        message = (
+        return _cannot_prove(
             "leashed doctor finds the processes it started through /proc, which this platform "
-            f"({sys.platform}) lacks; see leashed.capabilities() for what it guarantees"
+            f"({sys.platform}) lacks; see leashed.capabilities() for what it guarantees",
+            as_json=as_json,
         )
-        if as_json:
-            print(json.dumps({"ok": False, "platform": sys.platform, "error": message}))
-        else:
-            say(message)
-        return 1
+    if caps["helper"]["error"] is not None:
+        return _cannot_prove(caps["helper"]["error"], as_json=as_json)
     mechanisms: dict[str, dict[str, Any]] = caps["mechanisms"]
     results = []
     for name, mechanism in SCENARIOS.items():
         info = mechanisms.get(mechanism)
         if info is None:
             continue
-        result = ModeResult(
+        result = ScenarioResult(
             name=name,
             available=bool(info["available"]),
             mechanism=mechanism,
@@ -161,14 +158,24 @@ def doctor(*, as_json: bool = False) -> int:
     return 0 if ok else 1
 
 
-def _scenario(mode: str) -> str:
-    _total, sleeps = _EXPECTED.get(mode, (0, 0))
-    if mode in ("direct", "guardian"):
-        return f"{sleeps} sleep {_SHORT_DESCRIPTION[mode]}"
-    return _SHORT_DESCRIPTION.get(mode, "")
+def _cannot_prove(message: str, *, as_json: bool) -> int:
+    """Say why no scenario can run here; exit status 1."""
+    if as_json:
+        print(json.dumps({"ok": False, "platform": sys.platform, "error": message}))
+    else:
+        say(message)
+    return 1
 
 
-def _prove(result: ModeResult) -> None:
+def _scenario(name: str) -> str:
+    """What the scenario called ``name`` starts, in a few words."""
+    _total, sleeps = _EXPECTED.get(name, (0, 0))
+    if name in ("direct", "guardian"):
+        return f"{sleeps} sleep {_SHORT_DESCRIPTION[name]}"
+    return _SHORT_DESCRIPTION.get(name, "")
+
+
+def _prove(result: ScenarioResult) -> None:
     """Start the sacrificial parent, SIGKILL it once all is running, time the clean-up."""
     marker = uuid.uuid4().hex
     expected_total, expected_sleeps = _EXPECTED[result.name]
@@ -249,7 +256,7 @@ def _wait_gone(marker: str, timeout: float) -> list[int]:
     return _procfs.pids_with_env(MARKER_VAR, marker)
 
 
-def _report(caps: dict[str, Any], results: list[ModeResult], ok: bool) -> dict[str, Any]:
+def _report(caps: dict[str, Any], results: list[ScenarioResult], ok: bool) -> dict[str, Any]:
     return {
         "ok": ok,
         "leashed": __version__,
@@ -261,9 +268,10 @@ def _report(caps: dict[str, Any], results: list[ModeResult], ok: bool) -> dict[s
     }
 
 
-def _table(caps: dict[str, Any], results: list[ModeResult], ok: bool) -> str:
+def _heading(caps: dict[str, Any]) -> list[str]:
+    """The table's first lines: versions, the helper, how the direct mechanism spawns."""
     helper = caps.get("helper") or {}
-    lines = [
+    return [
         f"leashed {__version__} on {caps['platform']}, leashed-helper "
         f"{helper.get('version') or '-'} {helper.get('build') or ''} "
         f"({helper.get('path') or 'not installed'})".replace("  ", " "),
@@ -272,6 +280,10 @@ def _table(caps: dict[str, Any], results: list[ModeResult], ok: bool) -> str:
         "what is left",
         "",
     ]
+
+
+def _table(caps: dict[str, Any], results: list[ScenarioResult], ok: bool) -> str:
+    lines = _heading(caps)
     header = [
         "scenario",
         "mechanism",
@@ -324,7 +336,7 @@ def _table(caps: dict[str, Any], results: list[ModeResult], ok: bool) -> str:
     return "\n".join(lines)
 
 
-def _verdict(results: list[ModeResult], ok: bool) -> str:
+def _verdict(results: list[ScenarioResult], ok: bool) -> str:
     """The table's last line: OK, or FAIL naming what survived."""
     tested = [r for r in results if r.available]
     if ok:

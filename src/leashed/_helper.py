@@ -84,15 +84,47 @@ def helper_path() -> str | None:
     return _packaged_path()
 
 
+class HelperUnusableError(RuntimeError):
+    """The helper is there but does not answer ``--version`` as leashed-helper does."""
+
+
 @functools.cache
 def helper_version() -> tuple[str, str] | None:
-    """(version, build) as the helper reports them; build is "nolibc" or "libc"."""
+    """(version, build) as the helper reports them; build is "nolibc" or "libc".
+
+    Raises HelperUnusableError, naming the path and what it printed, when the program
+    there does not run or does not say ``leashed-helper VERSION BUILD``.
+    """
     path = helper_path()
     if path is None:
         return None
-    out = subprocess.run([path, "--version"], capture_output=True, check=True, timeout=10).stdout
-    _name, version, build = out.decode().split()
-    return version, build
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, check=True, timeout=10)
+        words = out.stdout.decode(errors="replace").split()
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise HelperUnusableError(f"{path} is not a usable {HELPER_NAME}: {exc}") from None
+    if len(words) != 3 or words[0] != HELPER_NAME:
+        raise HelperUnusableError(
+            f"{path} is not a usable {HELPER_NAME}: its --version printed "
+            f"{out.stdout[:80]!r}, not '{HELPER_NAME} VERSION BUILD'"
+        )
+    return words[1], words[2]
+
+
+def helper_report(path: str | None) -> dict[str, str | None]:
+    """The helper as capabilities() reports it: path, version, build, and error (why it
+    cannot be used, or None)."""
+    report: dict[str, str | None] = {"path": path, "version": None, "build": None, "error": None}
+    if path is None:
+        return report
+    try:
+        found = helper_version()
+    except HelperUnusableError as exc:
+        report["error"] = str(exc)
+        return report
+    if found is not None:
+        report["version"], report["build"] = found
+    return report
 
 
 def warn_helper_missing() -> None:

@@ -1,12 +1,10 @@
-"""Linux without the helper: the preexec_fn fallback, and the pidfd parent watch."""
+"""Linux without the helper: the preexec_fn fallback; and whether the kernel has pidfds."""
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import os
-import select
 from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1
@@ -26,7 +24,9 @@ def has_pidfd() -> bool:
 
 @functools.cache
 def _prctl() -> ctypes._CFuncPtr:  # type: ignore[name-defined]
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # The process's own symbols (libc's among them), not ctypes.util.find_library: that
+    # runs ldconfig through subprocess.Popen, which may be leashed.Popen itself.
+    libc = ctypes.CDLL(None, use_errno=True)
     prctl = libc.prctl
     prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
     prctl.restype = ctypes.c_int
@@ -63,37 +63,8 @@ def fallback_preexec_fn(
     return arm
 
 
-def open_parent_handle() -> tuple[int, int] | None:
-    """(parent pid, pidfd) for this process's parent, or None without pidfd_open.
-
-    The pidfd names the process itself, so a reused pid can never be mistaken for it.
-    Raises ProcessLookupError if the parent is already gone.
-    """
-    if not hasattr(os, "pidfd_open"):
-        return None
-    parent = os.getppid()
-    try:
-        pidfd = os.pidfd_open(parent)
-    except OSError as exc:
-        if exc.errno in (38, 1):  # ENOSYS, EPERM (seccomp): no pidfd here
-            return None
-        raise
-    if os.getppid() != parent:  # it died and we were re-parented while opening
-        os.close(pidfd)
-        raise ProcessLookupError(f"parent process {parent} has already exited")
-    return parent, pidfd
-
-
-def wait_for_exit(pidfd: int, stop_fd: int) -> bool:
-    """Block until the process behind ``pidfd`` exits (True) or ``stop_fd`` is readable."""
-    readable, _, _ = select.select([pidfd, stop_fd], [], [])
-    return pidfd in readable
-
-
 __all__ = [
     "arm_death_signal",
     "fallback_preexec_fn",
     "has_pidfd",
-    "open_parent_handle",
-    "wait_for_exit",
 ]

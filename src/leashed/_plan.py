@@ -1,16 +1,17 @@
 """The leash options, validated once, and the frozen plan of one spawn.
 
-Pure: nothing here looks at the machine. ``_platform`` turns a validated request into a
-plan for this machine (which mechanism, which fallback).
+Pure: nothing here looks at the machine (what a platform refuses, the backend checks).
+``_platform`` turns validated options into a plan for this machine (which mechanism,
+which fallback).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
-import sys
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 #: How a child is leashed. One name per mechanism, used by the code, ``capabilities()``,
 #: the CLI, the helper's modes and the docs:
@@ -24,6 +25,7 @@ Mechanism = Literal["direct", "supervisor", "guardian", "job", "preexec_fn"]
 MECHANISM_CHOICES: tuple[Mechanism, ...] = ("direct", "supervisor", "guardian")
 
 #: SIGKILL's number, 9 on every POSIX system; Windows' signal module lacks the name.
+#: The one definition in Python: every other module imports it from here.
 SIGKILL = 9
 #: The longest grace the helper accepts: one day.
 GRACE_MAX_S = 86400.0
@@ -32,42 +34,64 @@ GRACE_MAX_S = 86400.0
 _HARMLESS = ("SIGCHLD", "SIGCONT", "SIGURG", "SIGWINCH", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU")
 
 
-@dataclass(frozen=True)
-class LeashRequest:
-    """The leash options as the caller gave them, validated, before any platform choice."""
+@dataclass(frozen=True, kw_only=True)
+class LeashOptions:
+    """Every leash option, the one definition of its name and default; ``validated``
+    checks them. Each API (Popen, leashed.asyncio, wrap, the CLI) builds one from its
+    keywords; a new option is a new field here (and its check in ``validated``)."""
 
-    tree: bool
-    grace_s: float | None
-    death_signal: int | None
-    kill_on_drop: bool
-    mechanism: Mechanism | None
+    tree: bool = False
+    grace: float | None = None  # seconds, validated to a float
+    death_signal: int | None = None
+    kill_on_drop: bool = False
+    mechanism: Mechanism | None = None
     keep_leftovers: bool = False
 
+    @classmethod
+    def validated(cls, **options: Any) -> LeashOptions:
+        """The options, each checked; TypeError/ValueError name the option (and an
+        unknown keyword is a TypeError, as for any function)."""
+        return _validated(cls(**options))
 
-@dataclass(frozen=True)
-class LeashPlan:
-    """What one spawn will do: the mechanism, the signal and the grace, all validated.
+    @classmethod
+    def take(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Remove the leash options from ``kwargs`` (an API's keywords) and return them."""
+        return {name: kwargs.pop(name) for name in NAMES if name in kwargs}
+
+
+#: The leash options' names, in field order.
+NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(LeashOptions))
+#: The options at their defaults.
+DEFAULTS = LeashOptions()
+#: The options that are flags (each must be a bool).
+_BOOLS = tuple(f.name for f in dataclasses.fields(LeashOptions) if f.type == "bool")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeashPlan(LeashOptions):
+    """What one spawn will do: the options resolved for this machine (the mechanism
+    chosen, the death signal given its default) and the grace in milliseconds.
 
     ``tree`` decides *what* ends (the target, or every descendant); ``death_signal`` and
     ``grace_ms`` decide *how*; ``keep_leftovers`` decides *when* a tree's leftovers end:
     with the target (False), or only with the parent (True).
     """
 
-    mechanism: Mechanism
-    death_signal: int
-    grace_ms: int | None  # None: the death signal only, never SIGKILL after it
-    tree: bool
-    kill_on_drop: bool
-    keep_leftovers: bool = False
+    mechanism: Mechanism = "direct"
+    death_signal: int = SIGKILL
+    grace_ms: int | None = None  # None: the death signal only, never SIGKILL after it
+
+    def __post_init__(self) -> None:
+        # Hashed once: a plan keys the helper's cached argv on every spawn.
+        values = tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+        object.__setattr__(self, "_hash", hash(values))
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[attr-defined, no-any-return]
 
     def with_mechanism(self, mechanism: Mechanism) -> LeashPlan:
         """The same plan through another mechanism (a fallback, or a safer choice)."""
         return replace(self, mechanism=mechanism)
-
-    @property
-    def uses_helper(self) -> bool:
-        """Whether the spawn goes through leashed-helper."""
-        return self.mechanism in MECHANISM_CHOICES
 
 
 def validate_death_signal(death_signal: object) -> int | None:
@@ -80,12 +104,7 @@ def validate_death_signal(death_signal: object) -> int | None:
             f"not {type(death_signal).__name__}"
         )
     number = int(death_signal)
-    if sys.platform == "win32":
-        if number != SIGKILL:
-            raise ValueError(
-                f"death_signal must be SIGKILL (9) on Windows: a kill-on-close job object "
-                f"ends processes at once, got {number}"
-            )
+    if not hasattr(signal, "SIGCHLD"):  # Windows: the backend allows SIGKILL only
         return number
     valid = {int(s) for s in signal.valid_signals()}
     harmless = {int(getattr(signal, name)) for name in _HARMLESS if hasattr(signal, name)}
@@ -123,53 +142,44 @@ def validate_grace(grace: object) -> float | None:
     return value
 
 
-def validate_request(
-    *,
-    tree: object = False,
-    grace: object = None,
-    death_signal: object = None,
-    kill_on_drop: object = False,
-    mechanism: object = None,
-    keep_leftovers: object = False,
-) -> LeashRequest:
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
+
+
+def _validated(options: LeashOptions) -> LeashOptions:
     """Check every leash option's type and value; TypeError/ValueError name the option."""
-    if not isinstance(tree, bool):
-        raise TypeError(f"tree must be a bool, not {type(tree).__name__}")
-    if not isinstance(keep_leftovers, bool):
-        raise TypeError(f"keep_leftovers must be a bool, not {type(keep_leftovers).__name__}")
-    if keep_leftovers and not tree:
+    for name in _BOOLS:
+        _check_bool(name, getattr(options, name))
+    if options.keep_leftovers and not options.tree:
         raise ValueError(
             "keep_leftovers=True needs tree=True: only a supervised tree has leftovers to keep"
         )
-    if not isinstance(kill_on_drop, bool):
-        raise TypeError(f"kill_on_drop must be a bool, not {type(kill_on_drop).__name__}")
+    mechanism = options.mechanism
     if mechanism is not None and mechanism not in MECHANISM_CHOICES:
         raise ValueError(
             f"mechanism must be one of {', '.join(map(repr, MECHANISM_CHOICES))} or None, "
             f"got {mechanism!r}"
         )
-    signal_number = validate_death_signal(death_signal)
-    grace_s = validate_grace(grace)
-    if tree and mechanism not in (None, "supervisor"):
+    signal_number = validate_death_signal(options.death_signal)
+    grace_s = validate_grace(options.grace)
+    if options.tree and mechanism not in (None, "supervisor"):
         raise ValueError(f"tree=True needs the supervisor; it cannot use mechanism={mechanism!r}")
     if grace_s is not None and mechanism == "direct":
         raise ValueError(
             "grace needs the supervisor or the guardian: a kernel death signal cannot escalate"
         )
-    return LeashRequest(tree, grace_s, signal_number, kill_on_drop, mechanism, keep_leftovers)
+    return replace(options, grace=grace_s, death_signal=signal_number)
 
 
-def plan_from(request: LeashRequest, mechanism: Mechanism) -> LeashPlan:
-    """The plan for ``request`` through ``mechanism``: defaults for the signal and grace."""
-    signal_number = request.death_signal
+def plan_from(options: LeashOptions, mechanism: Mechanism) -> LeashPlan:
+    """The plan for validated ``options`` through ``mechanism``: defaults for the signal
+    and the grace."""
+    signal_number = options.death_signal
     if signal_number is None:
-        signal_number = int(signal.SIGTERM) if request.grace_s else SIGKILL
-    grace_ms = None if request.grace_s is None else math.ceil(request.grace_s * 1000)
+        signal_number = int(signal.SIGTERM) if options.grace else SIGKILL
+    grace_ms = None if options.grace is None else math.ceil(options.grace * 1000)
+    given = {name: getattr(options, name) for name in NAMES}
     return LeashPlan(
-        mechanism,
-        signal_number,
-        grace_ms,
-        request.tree,
-        request.kill_on_drop,
-        request.keep_leftovers,
+        **{**given, "mechanism": mechanism, "death_signal": signal_number}, grace_ms=grace_ms
     )

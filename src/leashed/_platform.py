@@ -1,9 +1,10 @@
-"""The one place that turns leash options + this platform + this machine into a plan.
+"""The one place that picks this platform's backend and turns leash options into a plan.
 
 Every API asks here: ``leashed.Popen`` and ``leashed.asyncio`` (``plan_for_popen``),
-``leashed.wrap`` (``plan_for_wrap``), ``leashed run`` (``plan_for_cli``), and
-``capabilities()`` (``has_pidfd``). The backend that carries a plan out is chosen here
-too (``backend()``), as trio's ``_subprocess_platform`` and psutil's ``_psplatform`` do.
+``leashed.wrap`` (``plan_for_wrap``), ``leashed run`` (``plan_for_cli``). The backend
+that carries a plan out (``BACKEND``) and watch_parent's waiter (``open_parent_wait``)
+are chosen here too, once, as trio's ``_subprocess_platform`` and psutil's
+``_psplatform`` do. No other module picks a backend (``_system`` holds the flags).
 """
 
 from __future__ import annotations
@@ -11,54 +12,90 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from . import _helper, _inproc_spawn, _windows
+from . import _helper, _inproc_spawn
 from ._linux import has_pidfd
-from ._plan import LeashPlan, LeashRequest, Mechanism, plan_from, validate_request
+from ._plan import DEFAULTS, NAMES, LeashOptions, LeashPlan, Mechanism, plan_from
+from ._system import HAS_SUBREAPER, IS_LINUX, IS_WINDOWS, default_mechanism
 
-IS_WINDOWS = sys.platform == "win32"
-IS_LINUX = sys.platform.startswith("linux")
-#: macOS and the BSDs: no parent-death signal in the kernel; kqueue watches processes.
-IS_KQUEUE = not IS_WINDOWS and not IS_LINUX
+#: What every backend offers (tests/test_layout.py checks both).
+BACKEND_NAMES = (
+    "ChildLeash",
+    "capabilities",
+    "collect_after_timeout",
+    "drop",
+    "execute_child",
+    "send_signal",
+)
+#: The module that spawns, signals and drops children on this platform, and reports
+#: what it guarantees (BACKEND_NAMES). ``open_parent_wait`` is watch_parent's waiter: one
+#: module per way of watching a parent (a pidfd, kqueue, a process handle).
+BACKEND: Any
+if sys.platform == "win32":
+    from . import _windows
+
+    BACKEND = _windows
+    from ._windows import open_parent_wait
+else:
+    from . import _posix
+
+    BACKEND = _posix
+    if sys.platform == "linux":
+        from ._watch_pidfd import open_parent_wait
+    else:
+        from ._watch_kqueue import open_parent_wait
+
+__all__ = [
+    "BACKEND",
+    "IS_LINUX",
+    "IS_WINDOWS",
+    "capabilities",
+    "default_mechanism",
+    "has_pidfd",
+    "open_parent_wait",
+    "plan_for_cli",
+    "plan_for_popen",
+    "plan_for_wrap",
+]
 
 
-def default_mechanism() -> Mechanism:
-    """What a plain ``leashed.Popen(...)`` uses here (the helper assumed present)."""
-    if IS_WINDOWS:
-        return "job"
-    return "direct" if IS_LINUX else "guardian"
+def capabilities() -> dict[str, Any]:
+    """Per mechanism: available, how, whole_tree, race_free and notes; plus the helper.
+
+    ``default`` names what a plain ``leashed.Popen(...)`` uses; ``tree=True`` and
+    ``grace`` use the supervisor. Never a silent downgrade: a mechanism this machine
+    cannot honour says so here. The report is the backend's own.
+    """
+    report: dict[str, Any] = BACKEND.capabilities()
+    return report
 
 
-def _mechanism_for(request: LeashRequest) -> Mechanism:
-    if request.mechanism is not None:
-        return request.mechanism
-    if request.tree or request.grace_s is not None:
+def _mechanism_for(options: LeashOptions) -> Mechanism:
+    if options.mechanism is not None:
+        return options.mechanism
+    if options.tree or options.grace is not None:
         return "supervisor"
     return default_mechanism()
 
 
-def _windows_plan(request: LeashRequest) -> LeashPlan:
-    if request.mechanism is not None:
+def _windows_plan(options: LeashOptions) -> LeashPlan:
+    if options.mechanism is not None:
         raise ValueError("mechanism cannot be chosen on Windows: it always uses a job object")
-    _windows.check_leash_options(request.tree, request.grace_s, request.death_signal)
-    return LeashPlan("job", 9, None, True, request.kill_on_drop)
+    BACKEND.check_leash_options(options.tree, options.grace, options.death_signal)
+    # the whole tree always, at once: the job kills, it sends no signal
+    return LeashPlan(mechanism="job", tree=True, kill_on_drop=options.kill_on_drop)
 
 
-#: A supervisor keeps a tree's leftovers as their subreaper (Linux, FreeBSD); elsewhere
-#: the process-group strategy cannot tell them apart once the target is gone.
-HAS_SUBREAPER = IS_LINUX or sys.platform.startswith("freebsd")
-
-
-def _request(**options: Any) -> LeashRequest:
-    """The validated leash options; keep_leftovers only where something can keep them."""
-    request = validate_request(**options)
-    if request.keep_leftovers and not HAS_SUBREAPER:
+def _validated(**options: Any) -> LeashOptions:
+    """The validated leash options; leftovers kept only where a subreaper can keep them."""
+    checked = LeashOptions.validated(**options)
+    if checked.keep_leftovers and not HAS_SUBREAPER:
         why = (
             "closing the job object ends every process in it"
             if IS_WINDOWS
             else f"it needs a subreaper (Linux, FreeBSD), which {sys.platform} has not"
         )
         raise ValueError(f"keep_leftovers is not available here: {why}")
-    return request
+    return checked
 
 
 #: The plans of spawns whose only leash option is ``tree``, by (this machine's default
@@ -66,31 +103,25 @@ def _request(**options: Any) -> LeashRequest:
 #: costs more than the lookup.
 _common_plans: dict[tuple[Mechanism, bool], LeashPlan] = {}
 _missing = object()
-#: Every other leash option of leashed.Popen, at its default.
-_DEFAULTS = {
-    "grace": None,
-    "death_signal": None,
-    "kill_on_drop": False,
-    "mechanism": None,
-    "keep_leftovers": False,
-}
+#: Every other leash option, at its default (derived from LeashOptions).
+_OTHER_DEFAULTS = tuple((name, getattr(DEFAULTS, name)) for name in NAMES if name != "tree")
 
 
 def _common_tree(options: dict[str, Any]) -> bool | None:
     """``tree`` if it is the only option not at its default, else None. By identity:
     ``tree=0`` is refused by validation, so it must not match ``False`` here."""
     tree = options.get("tree")
-    if (
-        (tree is False or tree is True)
-        and len(options) == len(_DEFAULTS) + 1
-        and all(options.get(name, _missing) is value for name, value in _DEFAULTS.items())
-    ):
+    if (tree is False or tree is True) and len(options) == len(NAMES):
+        for name, value in _OTHER_DEFAULTS:
+            if options.get(name, _missing) is not value:
+                return None
         return tree
     return None
 
 
 def plan_for_popen(**options: Any) -> LeashPlan:
-    """The plan of a ``leashed.Popen`` / ``leashed.asyncio`` child.
+    """The plan of a ``leashed.Popen`` / ``leashed.asyncio`` child (``options``: every
+    leash option by name, as LeashOptions.take returns them).
 
     Without the helper, the direct mechanism falls back to a preexec_fn on Linux (with a
     HelperMissingWarning); the mechanisms that need the helper raise RuntimeError.
@@ -100,13 +131,13 @@ def plan_for_popen(**options: Any) -> LeashPlan:
         key = (default_mechanism(), tree)
         plan = _common_plans.get(key)
         if plan is None:
-            request = validate_request(tree=tree)
-            plan = _common_plans[key] = plan_from(request, _mechanism_for(request))
+            checked = LeashOptions.validated(tree=tree)
+            plan = _common_plans[key] = plan_from(checked, _mechanism_for(checked))
         return plan
-    request = _request(**options)
+    checked = _validated(**options)
     if IS_WINDOWS:
-        return _windows_plan(request)
-    plan = plan_from(request, _mechanism_for(request))
+        return _windows_plan(checked)
+    plan = plan_from(checked, _mechanism_for(checked))
     if _helper.helper_path() is not None or (plan.mechanism == "direct" and _inproc_spawn.built()):
         return plan
     if plan.mechanism == "direct" and IS_LINUX:
@@ -123,7 +154,7 @@ def _require_pidfd(plan: LeashPlan, what: str, hint: str) -> None:
         )
 
 
-def _process_scoped(request: LeashRequest, plan: LeashPlan) -> LeashPlan:
+def _process_scoped(options: LeashOptions, plan: LeashPlan) -> LeashPlan:
     """The guardian instead of the direct mechanism, unless the caller forced direct.
 
     PR_SET_PDEATHSIG follows the *thread* that forks. A spawner we do not control (wrap)
@@ -131,7 +162,7 @@ def _process_scoped(request: LeashRequest, plan: LeashPlan) -> LeashPlan:
     the process (trio's workers, a Go or Java runtime): only a leash on the process holds.
     Kernels without pidfd_open (before 5.3) cannot watch a process: there direct stays.
     """
-    if plan.mechanism != "direct" or request.mechanism is not None:
+    if plan.mechanism != "direct" or options.mechanism is not None:
         return plan
     if IS_LINUX and not has_pidfd():
         return plan
@@ -146,45 +177,24 @@ def plan_for_wrap(**options: Any) -> LeashPlan:
             "leashed.wrap is not available on Windows: the kill-on-close job object needs "
             "the child's process handle; use leashed.Popen or leashed.asyncio"
         )
-    request = _request(**options)
-    plan = plan_from(request, _mechanism_for(request))
+    checked = _validated(**options)
+    plan = plan_from(checked, _mechanism_for(checked))
     if _helper.helper_path() is None:
         raise _helper.missing_error("leashed.wrap")
-    plan = _process_scoped(request, plan)
+    plan = _process_scoped(checked, plan)
     _require_pidfd(plan, "leashed.wrap", "use mechanism='direct' without tree/grace")
     return plan
 
 
-def plan_for_cli(
-    *,
-    tree: bool,
-    grace: float | None,
-    death_signal: int | None,
-    pid: int | None,
-    keep_leftovers: bool = False,
-) -> LeashPlan:
+def plan_for_cli(*, pid: int | None, **options: Any) -> LeashPlan:
     """The plan of ``leashed run``: the guardian on its parent (or on --pid), the
     supervisor for --tree/--grace; each watches the parent *process*."""
-    mechanism = "guardian" if pid is not None and not tree and grace is None else None
-    request = _request(
-        tree=tree,
-        grace=grace,
-        death_signal=death_signal,
-        mechanism=mechanism,
-        keep_leftovers=keep_leftovers,
-    )
-    plan = _process_scoped(request, plan_from(request, _mechanism_for(request)))
+    given = LeashOptions(**options)
+    if pid is not None and not given.tree and given.grace is None:
+        options["mechanism"] = "guardian"
+    checked = _validated(**options)
+    plan = _process_scoped(checked, plan_from(checked, _mechanism_for(checked)))
     if _helper.helper_path() is None:
         raise _helper.missing_error("leashed run")
     _require_pidfd(plan, "leashed run", "run it without --tree, --grace and --pid")
     return plan
-
-
-#: The module that spawns, signals and drops children on this platform; both offer
-#: ``execute_child``, ``send_signal``, ``drop`` and ``capabilities``.
-if sys.platform == "win32":
-    BACKEND: Any = _windows
-else:
-    from . import _posix
-
-    BACKEND = _posix

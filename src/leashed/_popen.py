@@ -1,7 +1,10 @@
-"""leashed.Popen and the run/call/check_* family: subprocess's own API, leashed.
+"""leashed.Popen and the run/call/check_*/get* family: subprocess's own API, leashed.
 
-``Popen`` overrides only ``_execute_child`` (the one seam, bound by name in ``_seam``);
-the platform's backend (``_platform.BACKEND``) does the spawn, signals and drops.
+``Popen`` is subprocess's class: it takes the leash options in ``__init__``, spawns
+through ``_execute_child`` (the one private seam, bound by name in ``_seam``), and adds
+the leash to ``send_signal``, ``wait``, ``drop`` and ``__del__``; everything else is
+subprocess's own code. The platform's backend (``_platform.BACKEND``) does the spawn,
+signals and drops.
 """
 
 from __future__ import annotations
@@ -10,9 +13,17 @@ import subprocess
 from typing import Any, AnyStr
 
 from . import _seam
-from ._platform import BACKEND, IS_WINDOWS, plan_for_popen
+from ._platform import BACKEND, plan_for_popen
 
-__all__ = ["Popen", "call", "check_call", "check_output", "run"]
+__all__ = [
+    "Popen",
+    "call",
+    "check_call",
+    "check_output",
+    "getoutput",
+    "getstatusoutput",
+    "run",
+]
 
 
 class Popen(subprocess.Popen[AnyStr]):
@@ -175,10 +186,7 @@ def run(
             stdout, stderr = process.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             process.kill()
-            if IS_WINDOWS:
-                exc.stdout, exc.stderr = process.communicate()  # type: ignore[assignment]
-            else:
-                process.wait()
+            BACKEND.collect_after_timeout(process, exc)
             raise
         except BaseException:
             process.kill()
@@ -187,3 +195,25 @@ def run(
         if check and retcode:
             raise subprocess.CalledProcessError(retcode, process.args, output=stdout, stderr=stderr)
     return subprocess.CompletedProcess(process.args, retcode, stdout, stderr)
+
+
+def getstatusoutput(
+    cmd: Any, *, encoding: str | None = None, errors: str | None = None
+) -> tuple[int, str]:
+    """As subprocess.getstatusoutput: (exit code, output) of a leashed shell command."""
+    try:
+        data = check_output(
+            cmd, shell=True, text=True, stderr=subprocess.STDOUT, encoding=encoding, errors=errors
+        )
+        exitcode = 0
+    except subprocess.CalledProcessError as ex:
+        data = ex.output
+        exitcode = ex.returncode
+    if data[-1:] == "\n":
+        data = data[:-1]
+    return exitcode, data
+
+
+def getoutput(cmd: Any, *, encoding: str | None = None, errors: str | None = None) -> str:
+    """As subprocess.getoutput: the output (stdout and stderr) of a leashed shell command."""
+    return getstatusoutput(cmd, encoding=encoding, errors=errors)[1]

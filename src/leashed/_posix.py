@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import _helper, _inproc_spawn, _lifeline, _seam, _spawner
+from ._capabilities import posix_capabilities
 from ._fds import listener_above_stdio, pipe_above_stdio, socketpair_above_stdio
 from ._linux import fallback_preexec_fn, has_pidfd
 from ._plan import SIGKILL, LeashPlan
@@ -35,6 +36,9 @@ from ._protocol import (
 )
 
 assert sys.platform != "win32", "the Windows backend is _windows"  # for type checkers
+
+#: This backend's report for leashed.capabilities().
+capabilities = posix_capabilities
 
 #: How long a supervisor may take to answer a control request before we stop waiting.
 CONTROL_TIMEOUT_S = 10.0
@@ -135,46 +139,16 @@ def execute_child(popen: Any, call: dict[str, Any]) -> None:
         _spawn_with_fallback(popen, call, plan)
         return
     program, argv = target_of(call["args"], call["executable"], call["shell"])
-    uid, gid, gids = call["uid"], call["gid"], call["gids"]
-    check_ids(uid, gid, gids)
+    check_ids(call["uid"], call["gid"], call["gids"])
     sys.audit("subprocess.Popen", program, argv, call["cwd"], call["env"])
     helper = _helper.helper_path()
     assert helper is not None
     report_read, report_write = pipe_above_stdio()
     for_child = [report_write]  # the fds the helper inherits, ours to close after the spawn
     try:
-        lifeline = parent_pid = control = watch_pid = None
-        if plan.mechanism == "direct":
-            parent_pid = os.getpid()
-        else:
-            lifeline = _lifeline.lifeline_read_fd()
-            # Besides the lifeline, a pidfd on this process (where the kernel has
-            # pidfd_open): a child forked without Python's at-fork hooks keeps a copy of the
-            # lifeline's write end, and an application may close the lifeline.
-            if has_pidfd():
-                watch_pid = os.getpid()
-        listener = None
-        if plan.mechanism == "supervisor" and watch_pid is not None and sys.platform == "linux":
-            # Bound here, before the helper exists, and never named in its argv (which any
-            # user can read): nobody can take the name first.
-            name = _control_name()
-            listener = listener_above_stdio("\0" + name)
-            for_child.append(listener)
-            leash.control_name = name
-        elif plan.mechanism == "supervisor":
-            leash.control, control = socketpair_above_stdio()
-            for_child.append(control)
-        options = _helper_options(
-            helper, plan, report_write, parent_pid, lifeline, watch_pid, control, call
-        )
-        if listener is not None:  # a new fd number each time: not in the cached part
-            options = (*options[:-1], "-L", str(listener), options[-1])
-        call["args"] = [*options, program, *argv]
-        call["executable"] = helper
-        call["shell"] = False
-        call["uid"] = call["gid"] = call["gids"] = None
-        inherited = for_child if lifeline is None else [*for_child, lifeline]
-        call["pass_fds"] = (*call["pass_fds"], *inherited)
+        fds = _open_leash_fds(leash, for_child)
+        options = _helper_options(helper, plan, report_write, *fds.helper_values, call)
+        _call_helper(call, helper, options, program, argv, [*for_child, *fds.inherited_only])
         try:
             _spawn(popen, call, on_long_lived_thread=plan.mechanism == "direct")
         except OSError as exc:
@@ -189,29 +163,92 @@ def execute_child(popen: Any, call: dict[str, Any]) -> None:
             with contextlib.suppress(OSError):
                 os.close(fd)
         raise
-    failure = read_report(report_read)
+    _after_report(popen, leash, read_report(report_read), program)
+
+
+@dataclasses.dataclass(frozen=True)
+class _LeashFds:
+    """What the helper is told to watch and answer on, beside its report pipe."""
+
+    parent_pid: int | None = None  # direct: the pid getppid() must still return
+    lifeline: int | None = None  # the lifeline's read end (shared, never closed here)
+    watch_pid: int | None = None  # this process, watched with a pidfd
+    control: int | None = None  # a socketpair end for the supervisor's control requests
+    listener: int | None = None  # a listening control socket (Linux, by abstract name)
+
+    @property
+    def helper_values(
+        self,
+    ) -> tuple[int | None, int | None, int | None, int | None, int | None]:
+        """parent_pid, lifeline, watch_pid, control and listener, as _helper_options
+        takes them."""
+        return self.parent_pid, self.lifeline, self.watch_pid, self.control, self.listener
+
+    @property
+    def inherited_only(self) -> tuple[int, ...]:
+        """The fds the helper inherits that are not ours to close after the spawn."""
+        return () if self.lifeline is None else (self.lifeline,)
+
+
+def _open_leash_fds(leash: ChildLeash, for_child: list[int]) -> _LeashFds:
+    """The lifeline, pidfd watch and control socket the plan needs; every fd opened for
+    the child is appended to ``for_child`` (closed by the caller after the spawn)."""
+    mechanism = leash.plan.mechanism
+    if mechanism == "direct":
+        return _LeashFds(parent_pid=os.getpid())
+    lifeline = _lifeline.lifeline_read_fd()
+    # Besides the lifeline, a pidfd on this process (where the kernel has pidfd_open): a
+    # child forked without Python's at-fork hooks keeps a copy of the lifeline's write
+    # end, and an application may close the lifeline.
+    watch_pid = os.getpid() if has_pidfd() else None
+    if mechanism != "supervisor":
+        return _LeashFds(lifeline=lifeline, watch_pid=watch_pid)
+    if watch_pid is not None and sys.platform == "linux":
+        # Bound here, before the helper exists, and never named in its argv (which any
+        # user can read): nobody can take the name first.
+        name = _control_name()
+        listener = listener_above_stdio("\0" + name)
+        for_child.append(listener)
+        leash.control_name = name
+        return _LeashFds(lifeline=lifeline, watch_pid=watch_pid, listener=listener)
+    leash.control, control = socketpair_above_stdio()
+    for_child.append(control)
+    return _LeashFds(lifeline=lifeline, watch_pid=watch_pid, control=control)
+
+
+def _call_helper(
+    call: dict[str, Any],
+    helper: str,
+    options: tuple[Any, ...],
+    program: Any,
+    argv: list[Any],
+    inherited: list[int],
+) -> None:
+    """Rewrite the stdlib's call so that it executes the helper, the target after "--"."""
+    call["args"] = [*options, program, *argv]
+    call["executable"] = helper
+    call["shell"] = False
+    call["uid"] = call["gid"] = call["gids"] = None  # the helper changes them, then arms
+    call["pass_fds"] = (*call["pass_fds"], *inherited)
+
+
+def _after_report(
+    popen: Any, leash: ChildLeash, failure: tuple[int, int] | None, program: Any
+) -> None:
+    """Raise what subprocess would for a failed start; else pin the child for kill_on_drop."""
     if failure is not None:
         _seam.reap_failed_start(popen)
         leash.close()
         raise report_error(*failure, filename=program)
-    if plan.kill_on_drop and plan.mechanism != "supervisor":
+    if leash.plan.kill_on_drop and leash.plan.mechanism != "supervisor":
         leash.pidfd = _pidfd_of(popen.pid)
 
 
 #: The helper's argv up to its "--", by the values that make it: one spawn after another
 #: mostly repeats the same options (same plan, pid, fd numbers), so each is built once.
 #: Spawns that change credentials are built each time (their values are the caller's).
-_options_cache: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+_options_cache: dict[tuple[Any, ...], tuple[str, ...]] = {}
 _OPTIONS_CACHE_MAX = 64
-#: The cache key holds every field of the plan (a new field must join the key).
-assert [f.name for f in dataclasses.fields(LeashPlan)] == [
-    "mechanism",
-    "death_signal",
-    "grace_ms",
-    "tree",
-    "kill_on_drop",
-    "keep_leftovers",
-]
 
 
 #: struct ucred: pid, uid, gid; SO_PEERCRED is 17 on every Linux architecture.
@@ -232,26 +269,14 @@ def _helper_options(
     lifeline: int | None,
     watch_pid: int | None,
     control: int | None,
+    listener: int | None,
     call: dict[str, Any],
-) -> tuple[Any, ...]:
+) -> tuple[str, ...]:
     """``helper MODE [OPTION VALUE]... --`` for this spawn (see HelperCommand.argv)."""
     uid, gid, gids = call["uid"], call["gid"], call["gids"]
     cacheable = uid is None and gid is None and gids is None
-    # the plan's fields, not the plan: a tuple of them hashes and compares in C
-    key: tuple[Any, ...] = (
-        helper,
-        plan.mechanism,
-        plan.death_signal,
-        plan.grace_ms,
-        plan.tree,
-        plan.kill_on_drop,
-        plan.keep_leftovers,
-        report_fd,
-        parent_pid,
-        lifeline,
-        watch_pid,
-        control,
-    )
+    # the plan itself: a frozen dataclass, so every field (a new one too) is in the key
+    key = (helper, plan, report_fd, parent_pid, lifeline, watch_pid, control, listener)
     options = _options_cache.get(key) if cacheable else None
     if options is None:
         command = HelperCommand(
@@ -261,13 +286,12 @@ def _helper_options(
             lifeline_fd=lifeline,
             watch_pid=watch_pid,
             control_fd=control,
+            listen_fd=listener,
             uid=uid,
             gid=gid,
             extra_groups=gids,
         )
-        end = object()
-        full = command.argv(helper, end, [])
-        options = tuple(full[: full.index(end)])
+        options = tuple(command.options(helper))
         if cacheable:
             if len(_options_cache) >= _OPTIONS_CACHE_MAX:
                 _options_cache.clear()
@@ -303,6 +327,12 @@ def _pidfd_of(pid: int) -> int | None:
         return os.pidfd_open(pid)
     except (OSError, AttributeError):
         return None
+
+
+def collect_after_timeout(popen: Any, exc: Any) -> None:
+    """run()'s clean-up after a timeout and kill(), as subprocess's on POSIX: reap."""
+    del exc
+    popen.wait()
 
 
 # -- signals and dropping -------------------------------------------------------------------
@@ -379,7 +409,7 @@ def _exchange(control: socket.socket, op: ControlOp, value: int) -> int | None:
     try:
         control.settimeout(CONTROL_TIMEOUT_S)
         control.sendall(CONTROL_REQUEST.pack(op, value))
-        if op == ControlOp.RELEASE:
+        if op == ControlOp.DROP:
             return 0
         answer = b""
         while len(answer) < CONTROL_ANSWER.size:
@@ -398,11 +428,11 @@ def drop(popen: Any) -> None:
     leash: ChildLeash = popen._leash
     if popen.poll() is not None:
         if leash.plan.keep_leftovers and leash.supervised:
-            _ask_supervisor(leash, ControlOp.RELEASE, 0)  # the kept leftovers
+            _ask_supervisor(leash, ControlOp.DROP, 0)  # the kept leftovers
             leash.close()
         return
     if leash.supervised:
-        _ask_supervisor(leash, ControlOp.RELEASE, 0)
+        _ask_supervisor(leash, ControlOp.DROP, 0)
         leash.close()
         return
     try:

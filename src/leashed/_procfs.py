@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
+from ._plan import SIGKILL
+
 T = TypeVar("T")
 
 
@@ -25,6 +27,7 @@ class ProcStat:
     ppid: int
     pgid: int
     start_time: int  # clock ticks after boot: with the pid, names one process
+    cpu_ticks: int = 0  # user + system time, in clock ticks
 
     @property
     def exited(self) -> bool:
@@ -43,7 +46,8 @@ def read_stat(pid: int) -> ProcStat | None:
     fields = raw.rpartition(b")")[2].split()
     if len(fields) < 20:
         return None
-    return ProcStat(fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[19]))
+    cpu = int(fields[11]) + int(fields[12])  # utime + stime
+    return ProcStat(fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[19]), cpu)
 
 
 def is_running(pid: int) -> bool:
@@ -81,7 +85,7 @@ def pids_with_env(
     ]
 
 
-def kill_if_marked(pid: int, needle: bytes, sig: int = 9) -> bool:
+def kill_if_marked(pid: int, needle: bytes, sig: int = SIGKILL) -> bool:
     """Send ``sig`` to ``pid`` only if it still carries ``needle`` in its environment.
 
     With a pidfd the process is pinned before the marker is read, so the signal reaches
@@ -108,7 +112,7 @@ def kill_if_marked(pid: int, needle: bytes, sig: int = 9) -> bool:
             os.close(pidfd)
 
 
-def kill_marked(var: str, value: str, sig: int = 9, rounds: int = 20) -> list[int]:
+def kill_marked(var: str, value: str, sig: int = SIGKILL, rounds: int = 20) -> list[int]:
     """Send ``sig``, by pid, to every process still carrying ``var=value``."""
     killed: list[int] = []
     needle = f"{var}={value}".encode()

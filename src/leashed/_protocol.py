@@ -1,6 +1,8 @@
 """The leashed-helper protocol, Python side: its modes, options, failure stages, report
-and control messages. ``docs/helper-protocol.md`` says the same in words and
-``src/helper/helper.h`` in C; the three change together.
+and control messages. ``docs/helper-protocol.md`` says the same in words; in C the
+option table is in ``src/helper/options.c``, the stages in ``src/helper/helper.h`` and
+the control ops in ``src/helper/supervisor.c``. ``tests/test_protocol_tables.py`` reads
+all three and fails when they disagree.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class ControlOp(enum.IntEnum):
     """Requests on a supervisor's control socket: two int32, (op, value)."""
 
     SIGNAL = 1  # value: a signal number, 0 = liveness probe; answered by an int32 errno
-    RELEASE = 2  # end the tree as if the parent had died; no answer
+    DROP = 2  # the Popen object was dropped: end as if the parent had died; no answer
 
 
 CONTROL_REQUEST = struct.Struct("=ii")
@@ -53,25 +55,29 @@ CONTROL_ANSWER = struct.Struct("=i")
 @dataclass(frozen=True)
 class _Option:
     flag: str
+    kind: str  # "flag" (no value), "number" or "list" (comma-separated numbers)
     modes: frozenset[str]
 
 
 _ALL = frozenset({"direct", "supervisor", "guardian"})
 _WATCHING = frozenset({"supervisor", "guardian"})
-#: Which option each helper mode takes; the C table in helper.h is the same.
+_SUPERVISOR = frozenset({"supervisor"})
+#: Every helper option and the modes that take it: the table of src/helper/options.c.
 OPTIONS = {
-    "report_fd": _Option("-r", _ALL),
-    "parent_pid": _Option("-p", _ALL),
-    "death_signal": _Option("-s", _ALL),
-    "grace_ms": _Option("-g", _WATCHING),
-    "lifeline_fd": _Option("-l", _WATCHING),
-    "watch_pid": _Option("-w", _WATCHING),
-    "control_fd": _Option("-c", frozenset({"supervisor"})),
-    "tree": _Option("-t", frozenset({"supervisor"})),
-    "keep_leftovers": _Option("-k", frozenset({"supervisor"})),
-    "uid": _Option("-U", _ALL),
-    "gid": _Option("-G", _ALL),
-    "extra_groups": _Option("-X", _ALL),
+    "report_fd": _Option("-r", "number", _ALL),
+    "parent_pid": _Option("-p", "number", _ALL),
+    "death_signal": _Option("-s", "number", _ALL),
+    "uid": _Option("-U", "number", _ALL),
+    "gid": _Option("-G", "number", _ALL),
+    "extra_groups": _Option("-X", "list", _ALL),
+    "grace_ms": _Option("-g", "number", _WATCHING),
+    "lifeline_fd": _Option("-l", "number", _WATCHING),
+    "watch_pid": _Option("-w", "number", _WATCHING),
+    "control_fd": _Option("-c", "number", _SUPERVISOR),
+    "listen_fd": _Option("-L", "number", _SUPERVISOR),
+    "tree": _Option("-t", "flag", _SUPERVISOR),
+    "keep_leftovers": _Option("-k", "flag", _SUPERVISOR),
+    "process_group": _Option("-P", "flag", _SUPERVISOR),
 }
 
 
@@ -85,16 +91,14 @@ class HelperCommand:
     lifeline_fd: int | None = None
     watch_pid: int | None = None
     control_fd: int | None = None
+    listen_fd: int | None = None
     uid: int | None = None
     gid: int | None = None
     extra_groups: Sequence[int] | None = None
+    process_group: bool = False
 
-    def argv(self, helper: str, program: Any, target_argv: Sequence[Any]) -> list[Any]:
-        """``helper MODE [OPTION VALUE]... -- PROGRAM [ARGV...]``.
-
-        ``program`` and ``target_argv`` pass through untouched, so the standard library
-        raises its own TypeError/ValueError for bad ones, exactly as for a plain Popen.
-        """
+    def options(self, helper: str) -> list[str]:
+        """``helper MODE [OPTION VALUE]... --``: the helper's part of the argv."""
         mode = self.plan.mechanism
         values: dict[str, object] = {
             "report_fd": self.report_fd,
@@ -104,6 +108,7 @@ class HelperCommand:
             "lifeline_fd": self.lifeline_fd,
             "watch_pid": self.watch_pid,
             "control_fd": self.control_fd,
+            "listen_fd": self.listen_fd,
             "tree": self.plan.tree or None,
             "keep_leftovers": self.plan.keep_leftovers or None,
             "uid": self.uid,
@@ -111,16 +116,25 @@ class HelperCommand:
             "extra_groups": None
             if self.extra_groups is None
             else ",".join(map(str, self.extra_groups)),
+            "process_group": self.process_group or None,
         }
-        cmd: list[Any] = [helper, mode]
+        cmd = [helper, mode]
         for name, value in values.items():
             if value is None:
                 continue
             option = OPTIONS[name]
             if mode not in option.modes:
                 raise ValueError(f"helper mode {mode} takes no {option.flag} ({name})")
-            cmd += [option.flag] if value is True else [option.flag, str(value)]
-        return [*cmd, "--", program, *target_argv]
+            cmd += [option.flag] if option.kind == "flag" else [option.flag, str(value)]
+        return [*cmd, "--"]
+
+    def argv(self, helper: str, program: Any, target_argv: Sequence[Any]) -> list[Any]:
+        """``helper MODE [OPTION VALUE]... -- PROGRAM [ARGV...]``.
+
+        ``program`` and ``target_argv`` pass through untouched, so the standard library
+        raises its own TypeError/ValueError for bad ones, exactly as for a plain Popen.
+        """
+        return [*self.options(helper), program, *target_argv]
 
 
 def read_report(report_read_fd: int) -> tuple[int, int] | None:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any, Final, Literal, Protocol
 
 from . import _seam
-from ._plan import LeashPlan
+from ._plan import SIGKILL, LeashPlan
 
 __all__ = [
     "CREATE_BREAKAWAY_FROM_JOB",
@@ -37,7 +37,9 @@ __all__ = [
     "after_spawn",
     "attach_and_resume",
     "caller_wants_suspended",
+    "capabilities",
     "check_leash_options",
+    "collect_after_timeout",
     "drop",
     "execute_child",
     "get_api",
@@ -76,7 +78,6 @@ _STOP_POLL_MS: Final = 100
 TERMINATED_EXIT_CODE: Final = 1
 
 #: SIGKILL's number; the signal module of Windows has no SIGKILL attribute.
-_SIGKILL: Final = 9
 
 # -- structures ----------------------------------------------------------------------------
 # Fixed-width ctypes only (no ctypes.wintypes): LARGE_INTEGER = c_int64, DWORD = c_uint32,
@@ -435,11 +436,6 @@ def get_api() -> Kernel32Api:
     return _get_backend().api
 
 
-def get_process_job() -> ProcessJob:
-    """The process-wide job state (created lazily on the first child)."""
-    return _get_backend().job
-
-
 def set_api_for_tests(api: Kernel32Api | None) -> None:
     """Use ``api`` from now on, with a fresh job state; None returns to the real API."""
     global _backend
@@ -556,11 +552,21 @@ def check_leash_options(tree: bool, grace: float | None, death_signal: int | Non
         raise ValueError(
             "grace is not supported on Windows: a kill-on-close job ends its processes at once"
         )
-    if death_signal is not None and int(death_signal) != _SIGKILL:
+    if death_signal is not None and int(death_signal) != SIGKILL:
         raise ValueError(
             f"death_signal={int(death_signal)} is not supported on Windows: a kill-on-close "
             "job ends its processes at once, as TerminateProcess does (only SIGKILL, 9)"
         )
+
+
+def capabilities() -> dict[str, object]:
+    """The Windows backend's report for leashed.capabilities(): the job object only."""
+    return {
+        "platform": sys.platform,
+        "helper": None,
+        "default": "job",
+        "mechanisms": {"job": windows_capabilities()},
+    }
 
 
 def windows_capabilities() -> dict[str, object]:
@@ -583,7 +589,7 @@ def windows_capabilities() -> dict[str, object]:
         "breakaway": "refused (no BREAKAWAY_OK limit; CREATE_BREAKAWAY_FROM_JOB rejected)",
         "grace": False,
         "grace_note": "unsupported: kill-on-close is immediate (TerminateProcess semantics)",
-        "death_signals": (_SIGKILL,),
+        "death_signals": (SIGKILL,),
         "death_signal_note": "only the default (SIGKILL): the job kills, it sends no signal",
         "nested_jobs": "Windows 8+; where the parent's job forbids nesting, spawning fails",
         "job_scope": job.status if job is not None else "not created yet",
@@ -594,7 +600,7 @@ def windows_capabilities() -> dict[str, object]:
 def open_parent_wait(stop_fd: int) -> tuple[int, Callable[[], bool], str]:
     """For ``leashed.watch_parent``: a handle on this process's parent, and a waiter.
 
-    Returns ``(parent_pid, wait, mechanism)``. ``wait()`` blocks until the parent exits
+    Returns ``(parent_pid, wait, method)``. ``wait()`` blocks until the parent exits
     (True) or ``stop_fd`` -- the read end of an ``os.pipe()`` -- becomes readable or
     broken (False); it closes the parent's handle when it returns. Identity: the handle
     names the process itself, and a parent created after this process cannot be ours (its
@@ -678,6 +684,12 @@ def execute_child(popen: Any, call: dict[str, Any]) -> None:
     except BaseException:
         _seam.reap_failed_start(popen)
         raise
+
+
+def collect_after_timeout(popen: Any, exc: Any) -> None:
+    """run()'s clean-up after a timeout and kill(), as subprocess's on Windows: the
+    output read so far goes into the exception."""
+    exc.stdout, exc.stderr = popen.communicate()
 
 
 def send_signal(popen: Any, sig: int, stdlib_send: Callable[[int], None]) -> None:

@@ -26,8 +26,8 @@ from typing import IO, Any
 
 import leashed
 
-from . import _windows
-from ._plan import SIGKILL
+from . import _platform
+from ._plan import SIGKILL, LeashOptions
 from ._platform import IS_WINDOWS, plan_for_popen
 from ._popen import Popen
 
@@ -161,9 +161,6 @@ async def _create(
     return Process(popen, state, writer, readers[0], readers[1], transports)
 
 
-_LEASH_OPTIONS = ("tree", "grace", "death_signal", "kill_on_drop", "mechanism", "keep_leftovers")
-
-
 async def _create_windows(
     args: Any,
     shell: bool,
@@ -178,9 +175,9 @@ async def _create_windows(
     The child runs no instruction before it is in the kill-on-close job; if it cannot be
     assigned it is terminated and the error raised. Returns asyncio's own Process.
     """
-    plan_for_popen(**{name: kwds.pop(name) for name in _LEASH_OPTIONS if name in kwds})
+    plan_for_popen(**LeashOptions.take(kwds))
     requested = kwds.pop("creationflags", 0)
-    kwds["creationflags"] = _windows.prepare_creationflags(requested)
+    kwds["creationflags"] = _platform.BACKEND.prepare_creationflags(requested)
     streams: dict[str, Any] = {"stdin": stdin, "stdout": stdout, "stderr": stderr, "limit": limit}
     if shell:
         proc = await asyncio.create_subprocess_shell(args, **streams, **kwds)
@@ -189,7 +186,7 @@ async def _create_windows(
         proc = await asyncio.create_subprocess_exec(program, *rest, **streams, **kwds)
     popen = proc._transport.get_extra_info("subprocess")  # type: ignore[attr-defined]
     try:
-        popen.leashed_job = _windows.after_spawn(popen, requested)
+        popen.leashed_job = _platform.BACKEND.after_spawn(popen, requested)
     except BaseException:
         await proc.wait()
         raise

@@ -1,0 +1,25 @@
+"""Which system this is: the one place ``sys.platform`` is read for what leashed does.
+
+``_platform`` picks the backend from it; the backends and reports read these flags.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ._plan import Mechanism
+
+IS_WINDOWS = sys.platform == "win32"
+IS_LINUX = sys.platform.startswith("linux")
+IS_FREEBSD = sys.platform.startswith("freebsd")
+IS_DARWIN = sys.platform == "darwin"
+#: A supervisor keeps a tree's leftovers as their subreaper (Linux, FreeBSD); elsewhere
+#: the process-group strategy cannot tell them apart once the target is gone.
+HAS_SUBREAPER = IS_LINUX or IS_FREEBSD
+
+
+def default_mechanism() -> Mechanism:
+    """What a plain ``leashed.Popen(...)`` uses here (the helper assumed present)."""
+    if IS_WINDOWS:
+        return "job"
+    return "direct" if IS_LINUX else "guardian"
