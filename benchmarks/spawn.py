@@ -16,6 +16,9 @@ Ways:
   leashed_direct   leashed.Popen(argv).wait()             (in-process spawn, same pid)
   leashed_helper   the same through the helper's direct mode (the fallback: one more execve)
   leashed_tree     leashed.Popen(argv, tree=True).wait()   (subreaper supervisor)
+  install          subprocess.Popen(argv).wait() after leashed.install() (installed before
+                   each of its samples and uninstalled after, outside the timing, so that
+                   plain stays plain)
   processkit       processkit.Command(...).kill_on_parent_death().exit_code(), if importable
 
     python benchmarks/spawn.py [--rss 50M,2G] [--n 200] [--quick] [--json PATH]
@@ -36,7 +39,15 @@ from typing import Any
 
 import _common
 
-WAYS = ("plain", "preexec_prctl", "leashed_direct", "leashed_helper", "leashed_tree", "processkit")
+WAYS = (
+    "plain",
+    "preexec_prctl",
+    "leashed_direct",
+    "leashed_helper",
+    "leashed_tree",
+    "install",
+    "processkit",
+)
 #: Ways whose spawn is a fork() of the whole parent: timed in rounds of their own.
 FORKING_WAYS = ("preexec_prctl", "processkit")
 LABELS = {
@@ -45,6 +56,7 @@ LABELS = {
     "leashed_direct": "leashed.Popen",
     "leashed_helper": "leashed.Popen (helper path)",
     "leashed_tree": "leashed.Popen(tree=True)",
+    "install": "subprocess.Popen after install()",
     "processkit": "processkit-py kill_on_parent_death",
 }
 COMMANDS = {"true": ["/bin/true"], "python": [sys.executable, "-c", "pass"]}
@@ -69,6 +81,7 @@ def _make_ways(skipped: dict[str, str]) -> dict[str, Callable[[list[str]], int]]
             _common.through_helper(lambda: leashed.Popen(argv)).wait()
         ),
         "leashed_tree": lambda argv: int(leashed.Popen(argv, tree=True).wait()),
+        "install": lambda argv: subprocess.Popen(argv).wait(),
     }
     try:
         import processkit
@@ -85,10 +98,19 @@ def _make_ways(skipped: dict[str, str]) -> dict[str, Callable[[list[str]], int]]
     return ways
 
 
+def _around(name: str) -> tuple[Callable[[], object], Callable[[], object]]:
+    """What runs before and after each sample of a way, outside the timing."""
+    if name == "install":
+        leashed = _common.import_leashed()
+        return leashed.install, leashed.uninstall
+    return (lambda: None), (lambda: None)
+
+
 def worker(rss: int, n: int, warmup: int, commands: list[str]) -> dict[str, Any]:
     """Measure every way at one parent RSS; runs in its own process."""
     skipped: dict[str, str] = {}
     ways = _make_ways(skipped)
+    around = {name: _around(name) for name in ways}
     ballast = _common.grow_rss(rss)
     names = list(ways)
     samples: dict[str, dict[str, list[float]]] = {w: {c: [] for c in commands} for w in names}
@@ -102,18 +124,23 @@ def worker(rss: int, n: int, warmup: int, commands: list[str]) -> dict[str, Any]
         for name in group:  # each group warmed up right before its rounds
             for cmd in commands:
                 for _ in range(warmup):
+                    around[name][0]()
                     if ways[name](COMMANDS[cmd]) != 0:
                         raise RuntimeError(f"{name} {cmd}: non-zero exit")
+                    around[name][1]()
         gc.collect()
         for i in range(n if group else 0):
             shift = i % len(group)
             for name in group[shift:] + group[:shift]:
                 spawn = ways[name]
+                before, after = around[name]
                 for cmd in commands:
                     argv = COMMANDS[cmd]
+                    before()
                     start = clock()
                     spawn(argv)
                     samples[name][cmd].append((clock() - start) * 1000.0)
+                    after()
             gc.collect()
     gc.enable()
     del ballast

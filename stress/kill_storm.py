@@ -19,6 +19,9 @@ What is promised, per mode:
             grandchildren included. All count.
   guardian  leashed.Popen(argv, mechanism="guardian"): the target and its guardian; like
             direct, grandchildren are not promised (counted apart).
+  install   leashed.install() (tree=True), then plain APIs, in turn: subprocess.Popen,
+            os.posix_spawn of the same shell, and a multiprocessing Process (spawn
+            method; fork method from the main thread). Every process counts, as in tree.
   unleashed plain subprocess.Popen, as direct: the harness's own check. It must report
             survivors (and exit 1); never part of "all".
 Grandchildren are told apart by LEASHED_STORM_GEN=2 in their environment, set by the
@@ -28,7 +31,7 @@ The harness makes itself a child subreaper (when run as a script), so every orph
 reparented to it and its zombie reaped here; leftovers are killed by pid through a pidfd
 after re-checking the trial's marker on that process, so nothing else is ever signalled.
 
-    python stress/kill_storm.py [--trials 1000] [--mode direct|tree|guardian|all]
+    python stress/kill_storm.py [--trials 1000] [--mode direct|tree|guardian|install|all]
 """
 
 from __future__ import annotations
@@ -48,7 +51,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-MODES = ("direct", "tree", "guardian")
+MODES = ("direct", "tree", "guardian", "install")
+#: The modes in which every descendant is promised, grandchildren included.
+WHOLE_TREE = ("tree", "install")
 GEN_ENV = b"LEASHED_STORM_GEN"
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -68,14 +73,31 @@ import leashed
 mode, nthreads, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rng = random.Random(seed)
 kw = {"direct": {}, "tree": {"tree": True}, "guardian": {"mechanism": "guardian"},
-      "unleashed": {}}[mode]
-Popen = __import__("subprocess").Popen if mode == "unleashed" else leashed.Popen
+      "unleashed": {}, "install": {}}[mode]
+Popen = __import__("subprocess").Popen if mode in ("unleashed", "install") else leashed.Popen
 argv = ["sh", "-c", "LEASHED_STORM_GEN=2 sleep 300 & exec sleep 300"]
 keep = []
 lock = threading.Lock()
+if mode == "install":
+    import multiprocessing
+    leashed.install()
+    spawn_ctx, fork_ctx = multiprocessing.get_context("spawn"), multiprocessing.get_context("fork")
+    turn = iter(range(1 << 62))
+def other_api():
+    kind = next(turn) % 3
+    if kind == 1:
+        return os.posix_spawn("/bin/sh", argv, os.environ)
+    on_main = threading.current_thread() is threading.main_thread()
+    ctx = fork_ctx if kind == 2 and on_main else spawn_ctx
+    p = ctx.Process(target=time.sleep, args=(300,), daemon=True)
+    p.start()
+    return p
 def spawn():
-    p = Popen(argv, stdin=leashed.DEVNULL, stdout=leashed.DEVNULL,
-                      stderr=leashed.DEVNULL, **kw)
+    if mode == "install" and next(turn) % 2:
+        p = other_api()
+    else:
+        p = Popen(argv, stdin=leashed.DEVNULL, stdout=leashed.DEVNULL,
+                  stderr=leashed.DEVNULL, **kw)
     with lock:
         keep.append(p)  # no drop: kill_on_drop must not end children early
     os.write(1, b"+")
@@ -210,7 +232,7 @@ def trial(
     while True:
         reap_orphans()
         procs = marked(marker)
-        promised = [p for p, grandchild in procs.items() if mode == "tree" or not grandchild]
+        promised = [p for p, grandchild in procs.items() if mode in WHOLE_TREE or not grandchild]
         now = time.monotonic()
         if promised:
             clean_scans = 0
@@ -225,7 +247,8 @@ def trial(
     survivors = [
         {"pid": p, "ppid": (proc_stat(p) or ("?", 0))[1], "cmdline": _cmdline(p)} for p in promised
     ]
-    unpromised = sum(1 for grandchild in procs.values() if grandchild) if mode != "tree" else 0
+    unpromised = sum(1 for grandchild in procs.values() if grandchild)
+    unpromised = 0 if mode in WHOLE_TREE else unpromised
     kill_marked(marker)
     reap_orphans()
     return {
@@ -321,7 +344,7 @@ def main(argv: list[str] | None = None, *, subreaper: bool = False) -> int:
         results[mode] = r
         extra = (
             f", {r['unpromised_grandchildren_left']} unpromised grandchildren left (expected)"
-            if mode != "tree"
+            if mode not in WHOLE_TREE
             else ""
         )
         print(

@@ -1,14 +1,15 @@
 """Run CPython's own ``test.test_subprocess`` and write its outcome as JSON.
 
-    python stdlib_runner.py [--site DIR] VARIANT OUT.json [TEST_ID ...]
+    python stdlib_runner.py [--site DIR] [--module NAME] VARIANT OUT.json [TEST_ID ...]
 
-VARIANT is ``baseline`` (the standard library untouched), ``default``
-(``subprocess.Popen = leashed.Popen``) or ``tree`` (the same with a ``Popen`` subclass
-that forces ``tree=True``). The patch is made before the test module is imported, so
-the module's own ``subprocess.Popen`` subclasses derive from leashed's. With TEST_IDs,
-only those tests run (module and class fixtures still run around them). ``--site DIR``
-adds a site directory (where leashed is installed), so that the interpreter itself, not a
-virtual environment, runs the tests: a few stdlib tests skip themselves in a venv.
+VARIANT is ``baseline`` (the standard library untouched), ``default`` (``subprocess.Popen =
+leashed.Popen``), ``tree`` (the same with a ``Popen`` subclass that forces ``tree=True``) or
+``install`` (``leashed.install()`` made active by ``LEASHED_INSTALL=1`` through the
+package's .pth file; nothing is patched here). The patch is made before the test module is
+imported, so the module's own ``subprocess.Popen`` subclasses derive from leashed's. With
+TEST_IDs, only those tests run (module and class fixtures still run around them). ``--site
+DIR`` adds a site directory (where leashed is installed), so that the interpreter itself,
+not a virtual environment, runs the tests: a few stdlib tests skip themselves in a venv.
 
 The JSON holds the ids of failures, errors, unexpected successes and skips (with short
 tracebacks or reasons), the counts, each test's duration, and the tests during which
@@ -28,7 +29,7 @@ from types import TracebackType
 from typing import Any
 
 MODULE = "test.test_subprocess"
-VARIANTS = ("baseline", "default", "helper", "tree")
+VARIANTS = ("baseline", "default", "helper", "tree", "install")
 #: Exit status when the interpreter has no ``test`` package or no test_subprocess.
 EXIT_MISSING = 3
 #: Lines of each traceback kept in the JSON.
@@ -40,6 +41,10 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 def patch(variant: str) -> None:
     """Replace subprocess.Popen exactly as a user of the drop-in would."""
     if variant == "baseline":
+        return
+    if variant == "install":
+        if installed() is None:
+            raise SystemExit("LEASHED_INSTALL=1 did not make leashed.install() active")
         return
     import subprocess
 
@@ -60,9 +65,15 @@ def patch(variant: str) -> None:
     subprocess.Popen = Popen  # type: ignore[misc]
 
 
+def installed() -> str | None:
+    """The mechanism of an active leashed.install(), or None."""
+    module = sys.modules.get("leashed._install")
+    return None if module is None else module.active_mechanism()  # type: ignore[no-any-return]
+
+
 def is_leashed(cls: type) -> bool:
     leashed = sys.modules.get("leashed")
-    return leashed is not None and issubclass(cls, leashed.Popen)
+    return leashed is not None and (issubclass(cls, leashed.Popen) or installed() is not None)
 
 
 def short(text: str) -> str:
@@ -163,7 +174,8 @@ def probe_mechanism() -> str | None:
 
     with subprocess.Popen([sys.executable, "-c", ""]) as probe:
         pass
-    return getattr(probe, "mechanism", None)
+    leash = getattr(probe, "_leash", None)  # install(): a plain Popen with leashed's leash
+    return getattr(probe, "mechanism", None) or (leash and str(leash.plan.mechanism))
 
 
 def direct_path() -> str | None:
@@ -179,6 +191,9 @@ def main(argv: list[str]) -> int:
         sys.path.insert(0, argv[1])  # before the interpreter's own site-packages
         site.addsitedir(argv[1])  # its .pth files too
         argv = argv[2:]
+    module = MODULE
+    if argv[:1] == ["--module"] and len(argv) > 1:  # another stdlib test module
+        module, argv = argv[1], argv[2:]
     if len(argv) < 2 or argv[0] not in VARIANTS:
         print(__doc__, file=sys.stderr)
         return 2
@@ -192,14 +207,14 @@ def main(argv: list[str]) -> int:
     patch(variant)
     mechanism = probe_mechanism()
     try:
-        __import__(MODULE)
+        __import__(module)
     except ImportError as exc:
-        print(f"cannot import {MODULE}: {exc}", file=sys.stderr)
+        print(f"cannot import {module}: {exc}", file=sys.stderr)
         return EXIT_MISSING
     except unittest.SkipTest as exc:
-        print(f"{MODULE} skips itself: {exc}", file=sys.stderr)
+        print(f"{module} skips itself: {exc}", file=sys.stderr)
         return EXIT_MISSING
-    loaded = unittest.defaultTestLoader.loadTestsFromName(MODULE)
+    loaded = unittest.defaultTestLoader.loadTestsFromName(module)
     tests = list(flatten(loaded))
     if wanted:
         chosen = [t for t in tests if t.id() in wanted]
@@ -211,6 +226,7 @@ def main(argv: list[str]) -> int:
     popen = sys.modules["subprocess"].Popen
     report = {
         "variant": variant,
+        "module": module,
         "python": sys.version,
         "popen_name": popen.__name__,
         "popen_is_leashed": is_leashed(popen),

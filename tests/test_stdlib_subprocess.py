@@ -3,10 +3,12 @@
 CPython's ``test.test_subprocess`` (the running interpreter's own ``test`` package) runs in
 child interpreters with ``subprocess.Popen = leashed.Popen`` set before the test module is
 imported: once with leashed's default options, once through a ``Popen`` subclass that forces
-``tree=True``. Every test that fails or errors there (or leaves a stray child for
-``test.support.reap_children()``, regrtest's "environment changed") must do so in the
-unpatched standard library too: those tests are re-run, by id, without leashed, and only
-the ones that pass there count against leashed. No process of a run may outlive it.
+``tree=True``; and (a slow test) with ``leashed.install()`` made active by
+``LEASHED_INSTALL=1`` at interpreter start-up, nothing patched by hand. Every test that
+fails or errors there (or leaves a stray child for ``test.support.reap_children()``,
+regrtest's "environment changed") must do so in the unpatched standard library too: those
+tests are re-run, by id, without leashed, and only the ones that pass there count against
+leashed. No process of a run may outlive it.
 
 The stdlib runs go through ``stdlib_runner.py`` (unittest with a collector that writes
 JSON); the two patched runs go in parallel, each in its own working directory (the stdlib
@@ -37,11 +39,18 @@ from leashed import _helper, _inproc_spawn
 
 RUNNER = Path(__file__).resolve().with_name("stdlib_runner.py")
 MODULE = "test.test_subprocess"
+#: asyncio's own subprocess tests: run with install() active only (a slow test).
+ASYNCIO_MODULE = "test.test_asyncio.test_subprocess"
 #: Exit status of the runner when the interpreter lacks the test package (see the runner).
 EXIT_MISSING = 3
 VARIANTS = ("default", "helper", "tree")
 #: The leash each patched run must really use (leashed falls back when it lacks its helper).
-MECHANISMS = {"default": "direct", "helper": "direct", "tree": "supervisor"}
+MECHANISMS = {
+    "default": "direct",
+    "helper": "direct",
+    "tree": "supervisor",
+    "install": "supervisor",
+}
 #: How the direct mechanism must spawn in each run: in process where the extension is
 #: built; "helper" forces the helper's direct mode through the LEASHED_HELPER override.
 DIRECT_PATHS = {"default": "in-process", "helper": "helper"}
@@ -67,6 +76,9 @@ DELIBERATE: dict[str, dict[str, str]] = {
         )
     },
 }
+DELIBERATE["install"] = DELIBERATE["tree"]
+#: How a variant makes subprocess leashed, for the summary line (else the Popen swap).
+HOW = {"install": "leashed.install() from LEASHED_INSTALL=1"}  # install()'s default is tree=True
 #: Upper bound for one run of the whole stdlib module (it takes about a minute).
 RUN_TIMEOUT_S = 600.0
 #: How long children of the stdlib tests may take to end after their run (a `sleep 3`
@@ -150,8 +162,11 @@ class Outcome:
 class Runner:
     """One child interpreter running the stdlib module, marked so its processes are found."""
 
-    def __init__(self, variant: str, base: Path, ids: Sequence[str] = ()) -> None:
+    def __init__(
+        self, variant: str, base: Path, ids: Sequence[str] = (), module: str = MODULE
+    ) -> None:
         self.variant = variant
+        self.module = module
         self.cwd = base / variant
         self.cwd.mkdir(parents=True)
         self.out = self.cwd.parent / f"{variant}.json"
@@ -160,6 +175,9 @@ class Runner:
         env = dict(os.environ)
         env[SUITE_VAR] = os.environ[SUITE_VAR]
         env[CASE_VAR] = self.marker
+        env.pop("LEASHED_INSTALL", None)
+        if variant == "install":
+            env["LEASHED_INSTALL"] = "1"
         if variant == "helper":
             helper = _helper.helper_path()
             assert helper is not None, "the helper variant needs leashed-helper"
@@ -167,7 +185,7 @@ class Runner:
         self.started = time.monotonic()
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [*interpreter(), variant, str(self.out), *ids],
+                [*interpreter(), "--module", module, variant, str(self.out), *ids],
                 cwd=self.cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -183,14 +201,14 @@ class Runner:
             self.proc.wait()
             kill_marked(CASE_VAR, self.marker)
             pytest.fail(
-                f"the {self.variant} run of {MODULE} did not end in {RUN_TIMEOUT_S:.0f}s; "
+                f"the {self.variant} run of {self.module} did not end in {RUN_TIMEOUT_S:.0f}s; "
                 f"its log ends with:\n{self.log_tail()}"
             )
         wall = time.monotonic() - self.started
         survivors = self.survivors()
         if status == EXIT_MISSING:
             require_stdlib_tests()
-            pytest.fail(f"{MODULE} could not be loaded:\n{self.log_tail()}")
+            pytest.fail(f"{self.module} could not be loaded:\n{self.log_tail()}")
         if status != 0 or not self.out.exists():
             pytest.fail(f"the {self.variant} runner exited with {status}:\n{self.log_tail()}")
         report = json.loads(self.out.read_text(encoding="utf-8"))
@@ -226,10 +244,10 @@ class Oracle:
     baseline: Outcome | None
 
 
-def run_all(base: Path) -> Oracle:
+def run_all(base: Path, variants: Sequence[str] = VARIANTS, module: str = MODULE) -> Oracle:
     require_stdlib_tests()
     deadline = time.monotonic() + RUN_TIMEOUT_S
-    runners = [Runner(variant, base) for variant in VARIANTS]
+    runners = [Runner(variant, base, module=module) for variant in variants]
     try:
         patched = {runner.variant: runner.finish(deadline) for runner in runners}
     finally:
@@ -243,7 +261,7 @@ def run_all(base: Path) -> Oracle:
     )
     baseline = None
     if suspects:
-        runner = Runner("baseline", base, suspects)
+        runner = Runner("baseline", base, suspects, module=module)
         baseline = runner.finish(time.monotonic() + RUN_TIMEOUT_S)
     return Oracle(patched, baseline)
 
@@ -251,6 +269,11 @@ def run_all(base: Path) -> Oracle:
 @pytest.fixture(scope="module")
 def oracle(tmp_path_factory: pytest.TempPathFactory) -> Oracle:
     return run_all(tmp_path_factory.mktemp("stdlib-subprocess"))
+
+
+@pytest.fixture(scope="module")
+def install_oracle(tmp_path_factory: pytest.TempPathFactory) -> Oracle:
+    return run_all(tmp_path_factory.mktemp("stdlib-subprocess-install"), ("install",))
 
 
 def shorten(text: str) -> str:
@@ -261,6 +284,31 @@ def shorten(text: str) -> str:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_stdlib_subprocess_passes_with_leashed(oracle: Oracle, variant: str) -> None:
+    check(oracle, variant)
+
+
+@pytest.fixture(scope="module")
+def asyncio_install_oracle(tmp_path_factory: pytest.TempPathFactory) -> Oracle:
+    base = tmp_path_factory.mktemp("stdlib-asyncio-subprocess-install")
+    return run_all(base, ("install",), ASYNCIO_MODULE)
+
+
+@pytest.mark.slow
+def test_stdlib_subprocess_passes_with_install_from_the_environment(
+    install_oracle: Oracle,
+) -> None:
+    check(install_oracle, "install")
+
+
+@pytest.mark.slow
+def test_stdlib_asyncio_subprocess_passes_with_install_from_the_environment(
+    asyncio_install_oracle: Oracle,
+) -> None:
+    check(asyncio_install_oracle, "install")
+
+
+def check(oracle: Oracle, variant: str) -> None:
+    """No failure of the patched run that the unpatched standard library does not have."""
     outcome = oracle.patched[variant]
     report = outcome.report
     assert report["popen_is_leashed"] and report["popen_name"] == "Popen", report
@@ -291,8 +339,10 @@ def test_stdlib_subprocess_passes_with_leashed(oracle: Oracle, variant: str) -> 
             problems.append(f"{test_id}: listed as a deliberate difference but passes")
     if outcome.survivors:
         problems.append("processes left alive by the run:\n" + "\n".join(outcome.survivors))
+    how = HOW.get(variant, "subprocess.Popen = leashed.Popen")
     summary = (
-        f"{MODULE} with subprocess.Popen = leashed.Popen ({variant}, {report['mechanism']}): "
+        f"{report.get('module', MODULE)} with {how} "
+        f"({variant}, {report['mechanism']}): "
         f"{report['tests_run']} run, {len(report['skipped'])} skipped, {len(failing)} failing, "
         f"{len(regressed)} of them pass without leashed; {outcome.wall_s:.0f}s"
     )

@@ -491,12 +491,25 @@ WATCH_PARENT = _parent("""
         time.sleep(300)
     """)
 
+#: install(): the control is started before it (a child started earlier is not in the
+#: job), the leashed child after it, with plain subprocess; the parent itself is in the job.
+INSTALL_PARENT = _parent("""
+    control_child = subprocess.Popen(child_argv("control"), stdin=subprocess.DEVNULL)
+    assert leashed.install() == "job"
+    assert leashed.capabilities()["install"]["active"] == "job"
+    leashed_child = subprocess.Popen(child_argv("leashed"), stdin=subprocess.DEVNULL)
+    wait_started(directory)
+    if end != "exit":
+        time.sleep(300)
+    """)
+
 ENDS = ["sigkill", "taskkill", "exit"]
 
 CASES = {
     "popen": (POPEN_PARENT, {"leashed": CHILD, "control": CHILD}),
     "asyncio": (ASYNCIO_PARENT, {"leashed": CHILD, "control": CHILD}),
     "watch_parent": (WATCH_PARENT, {"leashed": WATCHING_CHILD, "control": UNWATCHED_CHILD}),
+    "install": (INSTALL_PARENT, {"leashed": CHILD, "control": CHILD}),
 }
 
 
@@ -522,6 +535,13 @@ def test_popen_child_and_grandchild_die_with_parent(scenario: Scenario, end: str
 @pytest.mark.parametrize("end", ENDS)
 def test_asyncio_child_and_grandchild_die_with_parent(scenario: Scenario, end: str) -> None:
     _run_case(scenario, "asyncio", end)
+
+
+@pytest.mark.parametrize("end", ENDS)
+def test_install_child_and_grandchild_of_plain_subprocess_die_with_parent(
+    scenario: Scenario, end: str
+) -> None:
+    _run_case(scenario, "install", end)
 
 
 @pytest.mark.parametrize("end", ENDS)

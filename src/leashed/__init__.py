@@ -4,7 +4,8 @@ Drop-in for ``subprocess`` (``Popen``, ``run``, ``call``, ``check_call``,
 ``check_output``, ``getoutput``, ``getstatusoutput``) and ``asyncio``
 (``leashed.asyncio``), plus ``wrap`` for spawners you do not control,
 ``watch_parent`` for programs whose parent is not Python, and ``capabilities`` for
-what this machine guarantees.
+what this machine guarantees; ``install`` leashes every child of the process,
+whatever API starts it.
 """
 
 from subprocess import (
@@ -17,7 +18,7 @@ from subprocess import (
     TimeoutExpired,
 )
 
-from ._platform import capabilities
+from ._install import capabilities, install, uninstall
 from ._popen import Popen, call, check_call, check_output, getoutput, getstatusoutput, run
 from ._watch import ParentWatch, watch_parent
 from ._wrap import wrap
@@ -41,7 +42,9 @@ __all__ = [
     "check_output",
     "getoutput",
     "getstatusoutput",
+    "install",
     "run",
+    "uninstall",
     "watch_parent",
     "wrap",
 ]
