@@ -16,9 +16,11 @@ import platform
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -122,11 +124,25 @@ def machine() -> dict[str, Any]:
     }
 
 
+def through_helper(spawn: Callable[[], T]) -> T:
+    """Run ``spawn`` with leashed's in-process spawn switched off: the helper's direct
+    mode, the fallback, measured beside it in the same process."""
+    from leashed import _inproc_spawn
+
+    saved = _inproc_spawn._inproc
+    _inproc_spawn._inproc = None
+    try:
+        return spawn()
+    finally:
+        _inproc_spawn._inproc = saved
+
+
 def helper_banner() -> str:
     """One line naming the helper in use, with a warning if it is not the published build."""
     leashed = import_leashed()
     helper = leashed.capabilities().get("helper") or {}
     line = f"helper: {helper.get('path')} (build {helper.get('build')})"
+    line += f"; direct mechanism: {leashed.capabilities().get('direct_path')}"
     if helper.get("build") != "nolibc":
         line += "  ** not the nolibc build: do not publish these figures **"
     return line

@@ -13,7 +13,8 @@ stay interleaved round by round.
 Ways:
   plain            subprocess.Popen(argv).wait()
   preexec_prctl    subprocess.Popen(argv, preexec_fn=prctl(PR_SET_PDEATHSIG)) - forces fork()
-  leashed_direct   leashed.Popen(argv).wait()             (exec helper, same pid)
+  leashed_direct   leashed.Popen(argv).wait()             (in-process spawn, same pid)
+  leashed_helper   the same through the helper's direct mode (the fallback: one more execve)
   leashed_tree     leashed.Popen(argv, tree=True).wait()   (this machine's tree default)
   leashed_cgroup   ... tree=True, mechanism="cgroup"       (own cgroup v2, where available)
   leashed_supervisor ... tree=True, mechanism="supervisor" (subreaper supervisor, front)
@@ -44,6 +45,7 @@ WAYS = (
     "plain",
     "preexec_prctl",
     "leashed_direct",
+    "leashed_helper",
     "leashed_tree",
     "leashed_cgroup",
     "leashed_supervisor",
@@ -56,6 +58,7 @@ LABELS = {
     "plain": "subprocess.Popen",
     "preexec_prctl": "Popen(preexec_fn=prctl)",
     "leashed_direct": "leashed.Popen",
+    "leashed_helper": "leashed.Popen (helper path)",
     "leashed_tree": "leashed.Popen(tree=True)",
     "leashed_cgroup": "leashed.Popen(tree=True) cgroup",
     "leashed_supervisor": "leashed.Popen(tree=True) supervisor",
@@ -80,6 +83,9 @@ def _make_ways(skipped: dict[str, str]) -> dict[str, Callable[[list[str]], int]]
         "plain": lambda argv: subprocess.Popen(argv).wait(),
         "preexec_prctl": lambda argv: subprocess.Popen(argv, preexec_fn=pdeathsig).wait(),
         "leashed_direct": lambda argv: int(leashed.Popen(argv).wait()),
+        "leashed_helper": lambda argv: int(
+            _common.through_helper(lambda: leashed.Popen(argv)).wait()
+        ),
         "leashed_tree": lambda argv: int(leashed.Popen(argv, tree=True).wait()),
         "install": lambda argv: subprocess.Popen(argv).wait(),
         "leashed_supervisor": lambda argv: int(
@@ -192,16 +198,30 @@ def format_point(point: dict[str, Any]) -> str:
             f"(target {_common.format_size(point['rss_target'])}), {COMMAND_LABELS[cmd]}, "
             f"{point['n']} spawns each"
         )
-        lines.append(f"  {'way':<36} {'median ms':>10} {'p90 ms':>9} {'x plain':>8}")
+        lines.append(f"  {'way':<36} {'median ms':>10} {'p90 ms':>9} {'x plain':>8} {'paired':>8}")
         base = stats["plain"]["median"]
+        paired = paired_ratios(point, cmd)
         for way, s in stats.items():
+            pair = f"{paired[way]:>7.2f}x" if way in paired else f"{'-':>8}"
             lines.append(
                 f"  {LABELS[way]:<36} {s['median']:>10.2f} {s['p90']:>9.2f} "
-                f"{s['median'] / base:>7.2f}x"
+                f"{s['median'] / base:>7.2f}x {pair}"
             )
     for way, why in point["skipped"].items():
         lines.append(f"  (skipped {way}: {why})")
     return "\n".join(lines)
+
+
+def paired_ratios(point: dict[str, Any], cmd: str) -> dict[str, float]:
+    """Per way interleaved with plain: the median over the rounds of its spawn's time
+    divided by plain's spawn of the same round (the figure that resists passing load)."""
+    samples = point["samples_ms"]
+    plain = samples["plain"][cmd]
+    return {
+        way: _common.percentile([a / b for a, b in zip(per[cmd], plain, strict=True)], 50)
+        for way, per in samples.items()
+        if way != "plain" and way not in FORKING_WAYS and len(per[cmd]) == len(plain)
+    }
 
 
 def _by_command(point: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:

@@ -12,7 +12,8 @@ figure that resists load that comes and goes).
 
 Ways:
   plain   subprocess.Popen(argv).wait()
-  direct  leashed.Popen(argv).wait()              (exec helper, PR_SET_PDEATHSIG)
+  direct  leashed.Popen(argv).wait()              (in-process spawn, PR_SET_PDEATHSIG)
+  helper  the same through the helper's direct mode (the fallback: one more execve)
   tree    leashed.Popen(argv, tree=True).wait()   (this machine's tree default: the
           cgroup mechanism where a writable cgroup v2 hierarchy is found, else the supervisor)
   supervisor  the same with mechanism="supervisor" (``--ways`` to add it)
@@ -48,11 +49,12 @@ from typing import Any
 
 import _common
 
-WAYS = ("plain", "direct", "tree", "supervisor", "floor", "handoff")
-DEFAULT_WAYS = ("plain", "direct", "tree")
+WAYS = ("plain", "direct", "helper", "tree", "supervisor", "floor", "handoff")
+DEFAULT_WAYS = ("plain", "direct", "helper", "tree")
 LABELS = {
     "plain": "subprocess.Popen",
     "direct": "leashed.Popen",
+    "helper": "leashed.Popen (helper path)",
     "tree": "leashed.Popen(tree=True)",
     "supervisor": "leashed.Popen(tree=True) supervisor",
     "floor": "bare helper (floor)",
@@ -81,6 +83,7 @@ def _make_ways() -> dict[str, Callable[[], int]]:
     return {
         "plain": lambda: subprocess.Popen(ARGV).wait(),
         "direct": lambda: int(leashed.Popen(ARGV).wait()),
+        "helper": lambda: int(_common.through_helper(lambda: leashed.Popen(ARGV)).wait()),
         "tree": lambda: int(leashed.Popen(ARGV, tree=True).wait()),
         "supervisor": lambda: int(leashed.Popen(ARGV, tree=True, mechanism="supervisor").wait()),
         "floor": lambda: subprocess.Popen(bare).wait(),
@@ -140,9 +143,16 @@ def one_round(spawn: Callable[[], int], threads: str, seconds: float) -> tuple[f
     return sum(counts) / elapsed, (_cpu() - cpu) / max(sum(counts), 1)
 
 
-def worker(thread_counts: list[str], ways: list[str], runs: int, seconds: float) -> dict[str, Any]:
+def worker(
+    thread_counts: list[str], ways: list[str], runs: int, seconds: float, spawner_threads: int = 0
+) -> dict[str, Any]:
     """Every (thread count, way) cell, ``runs`` rounds each, each leashed round paired
     with a plain round next to it (the order inside a pair alternates run by run)."""
+    if spawner_threads:
+        from leashed import _inproc_spawn
+
+        assert _inproc_spawn._inproc is not None, "--spawners needs leashed._inproc"
+        _inproc_spawn._inproc.set_spawners(spawner_threads)
     spawners = _make_ways()
     for name in ways:  # warm-up: imports, the helper path, the spawner thread, page cache
         for _ in range(20):
@@ -192,6 +202,7 @@ def worker(thread_counts: list[str], ways: list[str], runs: int, seconds: float)
             t: {w: _common.percentile(c, 50) for w, c in per.items()} for t, per in cpu.items()
         },
         "loadavg_at_end": os.getloadavg(),
+        "spawner_threads": spawner_threads or None,
     }
 
 
@@ -228,7 +239,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def run_worker(
-    thread_counts: list[str], ways: list[str], runs: int, seconds: float
+    thread_counts: list[str], ways: list[str], runs: int, seconds: float, spawner_threads: int = 0
 ) -> dict[str, Any]:
     """Run the measurement in a fresh process whose environment carries a marker."""
     marker = _common.new_marker("threads")
@@ -244,6 +255,8 @@ def run_worker(
         str(runs),
         "--round",
         str(seconds),
+        "--spawners",
+        str(spawner_threads),
     ]
     try:
         out = subprocess.run(
@@ -264,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--runs", type=int, default=12, help="rounds per cell (best is kept)")
     parser.add_argument("--round", type=float, default=0.3, help="seconds per round")
+    parser.add_argument(
+        "--spawners", type=int, default=0, help="in-process spawner threads (0: leashed's default)"
+    )
     parser.add_argument("--long", action="store_true", help="longer run (30 runs of 0.6 s)")
     parser.add_argument(
         "--json", metavar="PATH", default=str(DEFAULT_JSON), help="where to save the results"
@@ -279,12 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.long:
         args.runs, args.round = max(args.runs, 30), max(args.round, 0.6)
     if args.worker:
-        print(json.dumps(worker(thread_counts, ways, args.runs, args.round)))
+        print(json.dumps(worker(thread_counts, ways, args.runs, args.round, args.spawners)))
         return 0
     print(_common.helper_banner())
     results: dict[str, Any] = {"machine": _common.machine()}
     print(f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
-    results["threads"] = run_worker(thread_counts, ways, args.runs, args.round)
+    results["threads"] = run_worker(thread_counts, ways, args.runs, args.round, args.spawners)
     print(format_table(results["threads"]))
     print(
         "load average at end: "

@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any
 
 MODULE = "test.test_subprocess"
-VARIANTS = ("baseline", "default", "tree", "install")
+VARIANTS = ("baseline", "default", "helper", "tree", "install")
 #: Exit status when the interpreter has no ``test`` package or no test_subprocess.
 EXIT_MISSING = 3
 #: Lines of each traceback kept in the JSON.
@@ -50,7 +50,7 @@ def patch(variant: str) -> None:
 
     import leashed
 
-    if variant == "default":
+    if variant in ("default", "helper"):  # helper: the caller sets LEASHED_HELPER
         subprocess.Popen = leashed.Popen  # type: ignore[misc]
         return
 
@@ -178,6 +178,12 @@ def probe_mechanism() -> str | None:
     return getattr(probe, "mechanism", None) or (leash and str(leash.plan.mechanism))
 
 
+def direct_path() -> str | None:
+    """How leashed's direct mechanism spawns in this run (None when leashed is not loaded)."""
+    module = sys.modules.get("leashed._inproc_spawn")
+    return None if module is None else str(module.direct_path())
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--site"] and len(argv) > 1:
         import site
@@ -225,6 +231,7 @@ def main(argv: list[str]) -> int:
         "popen_name": popen.__name__,
         "popen_is_leashed": is_leashed(popen),
         "mechanism": mechanism,
+        "direct_path": direct_path(),
         "leashed_file": getattr(sys.modules.get("leashed"), "__file__", None),
         "in_venv": sys.prefix != sys.base_prefix,
         "wall_s": round(time.monotonic() - started, 2),

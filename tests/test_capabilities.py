@@ -69,6 +69,32 @@ def test_windows_report_is_the_job() -> None:
     assert caps["mechanisms"]["job"]["whole_tree"] is True
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux report")
+def test_linux_report_says_which_path_the_direct_mechanism_takes() -> None:
+    """in-process where the extension is built; the helper under the development override
+    (which the doctor prints too)."""
+    import os
+    import subprocess
+
+    from leashed import _helper, _inproc_spawn
+
+    code = "import leashed; print(leashed.capabilities()['direct_path'])"
+    env = {k: v for k, v in os.environ.items() if k != _helper.HELPER_ENV}
+    plain = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert plain.stdout.strip() == ("in-process" if _inproc_spawn.built() else "helper")
+    helper = _helper.helper_path()
+    assert helper is not None
+    forced = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, _helper.HELPER_ENV: helper},
+        capture_output=True,
+        text=True,
+    )
+    assert forced.stdout.strip() == "helper"
+    if _inproc_spawn.direct_path() == _inproc_spawn.IN_PROCESS:
+        assert leashed.capabilities()["mechanisms"]["direct"]["how"].startswith("in-process")
+
+
 def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", code],

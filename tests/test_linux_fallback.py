@@ -12,13 +12,15 @@ import pytest
 from support import Parent, alive, new_marker, wait_until_gone
 
 import leashed
-from leashed import _helper
+from leashed import _helper, _inproc_spawn
 
 
 @pytest.fixture()
 def no_helper(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Neither the helper nor the in-process extension: the preexec_fn fallback."""
     monkeypatch.delenv(_helper.HELPER_ENV, raising=False)
     monkeypatch.setattr(_helper, "_packaged_path", lambda: None)
+    monkeypatch.setattr(_inproc_spawn, "_inproc", None)
     _helper.helper_path.cache_clear()
     _helper.helper_version.cache_clear()
     yield
@@ -80,6 +82,25 @@ def test_fallback_child_dies_with_parent() -> None:
         parent.finish()
 
 
+def test_no_helper_with_the_extension_spawns_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The helper missing but the extension built: the direct mechanism needs no fallback."""
+    if not _inproc_spawn.built():
+        pytest.skip("leashed._inproc is not built here")
+    monkeypatch.delenv(_helper.HELPER_ENV, raising=False)
+    monkeypatch.setattr(_helper, "_packaged_path", lambda: None)
+    _helper.helper_path.cache_clear()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", _helper.HelperMissingWarning)
+            proc = leashed.Popen(["true"])
+        assert proc.wait() == 0
+        assert proc.mechanism == "direct"
+        assert leashed.capabilities()["direct_path"] == "in-process"
+    finally:
+        monkeypatch.undo()
+        _helper.helper_path.cache_clear()
+
+
 def test_fallback_with_subprocess_patched_to_leashed(no_helper: None) -> None:
     """``subprocess.Popen = leashed.Popen`` (the drop-in use) with the helper missing: the
     fallback's first spawn must not spawn again to find libc (it once recursed forever)."""
@@ -87,6 +108,7 @@ def test_fallback_with_subprocess_patched_to_leashed(no_helper: None) -> None:
         "import subprocess, warnings, leashed\n"
         "from leashed import _helper\n"
         "_helper._packaged_path = lambda: None\n"
+        "leashed._inproc_spawn._inproc = None  # no extension either\n"
         "subprocess.Popen = leashed.Popen\n"
         "warnings.simplefilter('ignore', _helper.HelperMissingWarning)\n"
         "print(leashed.Popen(['true']).wait(), leashed.Popen(['true']).mechanism)\n"

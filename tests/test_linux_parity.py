@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,12 @@ import pytest
 from support import wait_for_named, wait_until_gone
 
 import leashed
+from leashed import _helper, _inproc_spawn
 
 PY = sys.executable
 MODES: dict[str, dict[str, Any]] = {
-    "direct": {},
+    "direct": {},  # the in-process spawn where leashed._inproc is built
+    "direct-helper": {},  # the helper's direct mode, forced by the LEASHED_HELPER override
     "tree": {"tree": True},
     "guardian": {"mechanism": "guardian"},
 }
@@ -26,8 +29,31 @@ MODES: dict[str, dict[str, Any]] = {
 def both(scenario: Callable[[Any, dict[str, Any]], Any], mode: str) -> None:
     """Run ``scenario(module_api, extra_kwargs)`` through subprocess and leashed; compare."""
     expected = scenario(subprocess, {})
-    got = scenario(leashed, MODES[mode])
+    with direct_path(mode):
+        got = scenario(leashed, MODES[mode])
     assert got == expected
+
+
+@contextlib.contextmanager
+def direct_path(mode: str) -> Iterator[None]:
+    """The direct mechanism's way for ``mode``, checked before the scenario runs."""
+    if mode != "direct-helper":
+        if mode == "direct" and _inproc_spawn.built():
+            assert _inproc_spawn.direct_path() == _inproc_spawn.IN_PROCESS
+        yield
+        return
+    helper = _helper.helper_path()
+    assert helper is not None
+    saved = os.environ.get(_helper.HELPER_ENV)
+    os.environ[_helper.HELPER_ENV] = helper
+    try:
+        assert _inproc_spawn.direct_path() == _inproc_spawn.HELPER
+        yield
+    finally:
+        if saved is None:
+            del os.environ[_helper.HELPER_ENV]
+        else:
+            os.environ[_helper.HELPER_ENV] = saved
 
 
 @pytest.fixture(params=list(MODES))

@@ -35,6 +35,7 @@ if not sys.platform.startswith("linux"):
 
 from support import CASE_VAR, SUITE_VAR, kill_marked, new_marker, pids_with
 
+from leashed import _helper, _inproc_spawn
 from leashed._platform import tree_mechanism
 
 RUNNER = Path(__file__).resolve().with_name("stdlib_runner.py")
@@ -43,11 +44,19 @@ MODULE = "test.test_subprocess"
 ASYNCIO_MODULE = "test.test_asyncio.test_subprocess"
 #: Exit status of the runner when the interpreter lacks the test package (see the runner).
 EXIT_MISSING = 3
-VARIANTS = ("default", "tree")
+VARIANTS = ("default", "helper", "tree")
 #: The leash each patched run must really use (leashed falls back when it lacks its helper).
-#: tree=True uses the cgroup mechanism where a writable cgroup v2 hierarchy is found;
-#: install() patches the spawn points with the supervisor (its cgroup variant is not built).
-MECHANISMS = {"default": "direct", "tree": tree_mechanism(), "install": "supervisor"}
+#: tree=True (and install(), whose default is tree=True) uses the cgroup mechanism where a
+#: writable cgroup v2 hierarchy is found, else the supervisor.
+MECHANISMS = {
+    "default": "direct",
+    "helper": "direct",
+    "tree": tree_mechanism(),
+    "install": tree_mechanism(),
+}
+#: How the direct mechanism must spawn in each run: in process where the extension is
+#: built; "helper" forces the helper's direct mode through the LEASHED_HELPER override.
+DIRECT_PATHS = {"default": "in-process", "helper": "helper"}
 #: Deliberate differences from subprocess that cannot be removed, per variant:
 #: {test id: why}. Each entry needs a reason a user would accept. They come from the
 #: supervisor's front; the cgroup mechanism's target is the caller's own child: none.
@@ -173,6 +182,10 @@ class Runner:
         env.pop("LEASHED_INSTALL", None)
         if variant == "install":
             env["LEASHED_INSTALL"] = "1"
+        if variant == "helper":
+            helper = _helper.helper_path()
+            assert helper is not None, "the helper variant needs leashed-helper"
+            env[_helper.HELPER_ENV] = helper
         self.started = time.monotonic()
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
@@ -304,6 +317,8 @@ def check(oracle: Oracle, variant: str) -> None:
     report = outcome.report
     assert report["popen_is_leashed"] and report["popen_name"] == "Popen", report
     assert report["mechanism"] == MECHANISMS[variant], report["mechanism"]
+    if variant in DIRECT_PATHS and (variant != "default" or _inproc_spawn.built()):
+        assert report["direct_path"] == DIRECT_PATHS[variant], report["direct_path"]
     assert report["tests_run"] > 100, f"too few stdlib tests ran: {report['tests_run']}"
     failing = outcome.failing()
     also_failing = set(oracle.baseline.failing()) if oracle.baseline is not None else set()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from . import _helper, _spawner
+from . import _helper, _inproc_spawn, _spawner
 from ._linux import has_pidfd
 from ._system import IS_DARWIN, IS_FREEBSD, IS_LINUX, default_mechanism, tree_mechanism
 
@@ -43,26 +43,40 @@ def posix_capabilities() -> dict[str, Any]:
     """The POSIX backend's report: the helper, and its mechanisms on this system."""
     path = _helper.helper_path()
     helper = _helper.helper_report(path)
+    direct_path = _inproc_spawn.direct_path() if IS_LINUX else _inproc_spawn.HELPER
     if IS_LINUX:
-        mechanisms = _linux_mechanisms(bool(path), has_pidfd())
+        mechanisms = _linux_mechanisms(bool(path), has_pidfd(), direct_path)
     else:
         mechanisms = _kqueue_mechanisms(bool(path))
-    if helper["error"] is not None:  # there, but not leashed-helper: nothing works
-        for entry in mechanisms.values():
-            entry["available"] = False
+    in_process = direct_path == _inproc_spawn.IN_PROCESS
+    if helper["error"] is not None:  # there, but not leashed-helper: only in-process works
+        for name, entry in mechanisms.items():
+            if not (in_process and name == "direct"):
+                entry["available"] = False
             entry["notes"].append(helper["error"])
-    default = default_mechanism() if path or not IS_LINUX else "preexec_fn"
+    default = default_mechanism() if path or in_process or not IS_LINUX else "preexec_fn"
     return {
         "platform": sys.platform,
         "helper": helper,
+        "direct_path": direct_path if path or in_process else None,
         "default": default,
         "tree_default": tree_mechanism(),
         "mechanisms": mechanisms,
     }
 
 
-def _linux_mechanisms(helper: bool, pidfd: bool) -> dict[str, dict[str, Any]]:
-    if helper:
+def _linux_mechanisms(helper: bool, pidfd: bool, direct_path: str) -> dict[str, dict[str, Any]]:
+    if direct_path == _inproc_spawn.IN_PROCESS:
+        direct = _entry(
+            "in-process: vfork, prctl(PR_SET_PDEATHSIG) + ppid recheck in the child, then "
+            "execve in place (forks of other threads run on long-lived spawner threads; "
+            "a preexec_fn call goes through leashed-helper direct)",
+            whole_tree=False,
+            notes=[]
+            if helper
+            else ["leashed-helper missing: a preexec_fn call falls back to fork() + prctl"],
+        )
+    elif helper:
         direct = _entry(
             "leashed-helper direct: prctl(PR_SET_PDEATHSIG) + ppid recheck, then execve in "
             f"place (forks of other threads run on {_spawner.SPAWNER_THREADS} long-lived "

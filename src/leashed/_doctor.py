@@ -262,21 +262,28 @@ def _report(caps: dict[str, Any], results: list[ScenarioResult], ok: bool) -> di
         "leashed": __version__,
         "platform": caps["platform"],
         "helper": caps["helper"],
+        "direct_path": caps.get("direct_path"),
         "grace_s": DOCTOR_GRACE_S,
         "scenarios": [r.as_dict() for r in results],
     }
 
 
-def _table(caps: dict[str, Any], results: list[ScenarioResult], ok: bool) -> str:
+def _heading(caps: dict[str, Any]) -> list[str]:
+    """The table's first lines: versions, the helper, how the direct mechanism spawns."""
     helper = caps.get("helper") or {}
-    lines = [
+    return [
         f"leashed {__version__} on {caps['platform']}, leashed-helper "
         f"{helper.get('version') or '-'} {helper.get('build') or ''} "
         f"({helper.get('path') or 'not installed'})".replace("  ", " "),
+        f"direct mechanism spawns: {caps.get('direct_path') or 'preexec_fn fallback'}",
         "each scenario: a parent process starts leashed processes, is SIGKILLed, and we count "
         "what is left",
         "",
     ]
+
+
+def _table(caps: dict[str, Any], results: list[ScenarioResult], ok: bool) -> str:
+    lines = _heading(caps)
     header = [
         "scenario",
         "mechanism",

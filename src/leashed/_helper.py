@@ -35,6 +35,11 @@ def _override_allowed() -> bool:
     return os.getuid() == os.geteuid() and os.getgid() == os.getegid()
 
 
+def override_in_force() -> bool:
+    """Whether ``LEASHED_HELPER`` is set and honoured (it then decides the direct path)."""
+    return HELPER_ENV in os.environ and _override_allowed()
+
+
 def _checked_override(value: str) -> str:
     """The override's path, or HelperOverrideError saying why it cannot be used."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from . import _helper
+from . import _helper, _inproc_spawn
 from ._linux import has_pidfd
 from ._plan import DEFAULTS, NAMES, LeashOptions, LeashPlan, Mechanism, plan_from
 from ._system import HAS_SUBREAPER, IS_LINUX, IS_WINDOWS, default_mechanism, tree_mechanism
@@ -155,7 +155,7 @@ def plan_for_popen(**options: Any) -> LeashPlan:
     if IS_WINDOWS:
         return _windows_plan(checked)
     plan = plan_from(checked, _mechanism_for(checked))
-    if _helper.helper_path() is not None:
+    if _helper.helper_path() is not None or (plan.mechanism == "direct" and _inproc_spawn.built()):
         return plan
     if plan.mechanism == "direct" and IS_LINUX:
         _helper.warn_helper_missing()

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import _helper, _lifeline, _seam, _spawner
+from . import _helper, _inproc_spawn, _lifeline, _seam, _spawner
 from ._capabilities import posix_capabilities
 from ._fds import listener_above_stdio, pipe_above_stdio, socketpair_above_stdio
 from ._linux import fallback_preexec_fn, has_pidfd
@@ -131,6 +131,21 @@ def execute_child(popen: Any, call: dict[str, Any]) -> None:
     if plan.mechanism == "preexec_fn":
         _spawn_with_fallback(popen, call, plan)
         return
+    if plan.mechanism in ("direct", "cgroup") and _inproc_spawn.usable(call):
+        # the in-process spawn (see _inproc_spawn); else the helper's direct mode
+        if call["uid"] is not None or call["gid"] is not None or call["gids"] is not None:
+            check_ids(call["uid"], call["gid"], call["gids"])
+        if plan.mechanism == "cgroup":
+            _spawn_into_cgroup_in_process(popen, call, leash)
+        else:
+            _inproc_spawn.execute_child(popen, call, plan.death_signal)
+        if plan.kill_on_drop:
+            leash.pidfd = _pidfd_of(popen.pid)
+        return
+    if plan.mechanism == "direct" and _helper.helper_path() is None:  # a preexec_fn call
+        _helper.warn_helper_missing()
+        _spawn_with_fallback(popen, call, plan)
+        return
     program, argv = target_of(call["args"], call["executable"], call["shell"])
     check_ids(call["uid"], call["gid"], call["gids"])
     sys.audit("subprocess.Popen", program, argv, call["cwd"], call["env"])
@@ -158,6 +173,22 @@ def execute_child(popen: Any, call: dict[str, Any]) -> None:
         _cgroup_started(leash, 0)
         raise
     _after_report(popen, leash, read_report(report_read), program)
+
+
+def _spawn_into_cgroup_in_process(popen: Any, call: dict[str, Any], leash: ChildLeash) -> None:
+    """The cgroup mechanism in process: the child joins its cgroup before exec, and arms
+    no death signal (the watcher ends the tree), so any thread may fork it."""
+    if sys.platform == "linux":  # where the cgroup mechanism is chosen at all
+        leash.cgroup = _cgroup.leashes().acquire(leash.plan)
+    join_fd = leash.cgroup.open_procs()
+    try:
+        _inproc_spawn.execute_child(popen, call, 0, join_fd)
+    except BaseException:
+        _cgroup_started(leash, 0)
+        raise
+    finally:
+        os.close(join_fd)
+    _cgroup_started(leash, popen.pid)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,6 +14,7 @@ exactly as subprocess would report them.
 from __future__ import annotations
 
 import inspect
+import operator
 import subprocess
 import sys
 import types
@@ -80,14 +81,23 @@ def _fork_exec_name(code: types.CodeType) -> str | None:
     return None
 
 
-class _UnauditedExecuteChild:
-    """The stdlib's own _execute_child code, run with subprocess's globals but for ``sys``.
+#: A wrapper of this CPython's fork_exec: given the one a call would use, the one to use.
+WrapForkExec = Callable[[Callable[..., int]], Callable[..., int]]
 
-    The globals are a plain dict copied from subprocess's at each call: live (tests patch
-    its flags), and an exact dict, which the interpreter reads at full speed (a dict
-    subclass with ``__missing__`` costs a Python call per global and builtin read).
-    ``wrap_fork_exec``, if given, gets the fork_exec this call would use and returns the
-    one to use instead (and the posix_spawn path, which forks elsewhere, is off).
+_SUBPROCESS_GLOBALS: dict[str, Any] = vars(subprocess)
+
+
+class _UnauditedExecuteChild:
+    """The stdlib's own _execute_child code, run with subprocess's globals but for ``sys``
+    (unaudited) and, where asked, for fork_exec.
+
+    The function and its globals (a plain dict copied from subprocess's: the interpreter
+    reads an exact dict at full speed) are built once per kind of call and reused while
+    the subprocess globals the code reads are the same objects: a test that patches one
+    of subprocess's flags (``_USE_VFORK``, ``_USE_POSIX_SPAWN``) gets a fresh copy at its
+    next call. ``wrap_fork_exec``, if given, gets the fork_exec this call would use and
+    returns the one to use instead (and the posix_spawn path, which forks elsewhere, is
+    off). Wrappers are cache keys: pass the same object for the same kind of call.
     """
 
     def __init__(self, function: Callable[..., None], code: types.CodeType) -> None:
@@ -96,19 +106,39 @@ class _UnauditedExecuteChild:
         self._defaults = function.__defaults__
         self._kwdefaults = function.__kwdefaults__
         self._fork_exec_name = _fork_exec_name(code)
+        names = tuple(name for name in code.co_names if name in _SUBPROCESS_GLOBALS)
+        self._read_globals = operator.itemgetter(*names, "__builtins__")
+        self._built: dict[tuple[bool, Any], tuple[Any, Callable[..., None]]] = {}
 
     @property
     def can_replace_fork_exec(self) -> bool:
         return self._fork_exec_name is not None
 
-    def __call__(
-        self,
-        *args: Any,
-        wrap_fork_exec: Callable[[Callable[..., int]], Callable[..., int]] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        namespace = dict(vars(subprocess))
-        namespace["sys"] = _SYS_WITHOUT_POPEN_AUDIT
+    def function(
+        self, *, audited: bool = False, wrap_fork_exec: WrapForkExec | None = None
+    ) -> Callable[..., None]:
+        """The stdlib's _execute_child for this kind of call, rebuilt only when one of
+        the subprocess globals it reads has changed since it was built."""
+        try:
+            now = self._read_globals(_SUBPROCESS_GLOBALS)
+        except KeyError:  # a global of subprocess was deleted: build it for this call only
+            return self._build(audited, wrap_fork_exec)
+        if self._fork_exec_name == "_posixsubprocess":  # 3.10: patched on the module
+            now = (now, getattr(_SUBPROCESS_GLOBALS["_posixsubprocess"], "fork_exec", None))
+        key = (audited, wrap_fork_exec)
+        built = self._built.get(key)
+        if built is not None and built[0] == now:
+            return built[1]
+        function = self._build(audited, wrap_fork_exec)
+        if len(self._built) >= 64:
+            self._built.clear()
+        self._built[key] = (now, function)
+        return function
+
+    def _build(self, audited: bool, wrap_fork_exec: WrapForkExec | None) -> Callable[..., None]:
+        namespace = dict(_SUBPROCESS_GLOBALS)
+        if not audited:
+            namespace["sys"] = _SYS_WITHOUT_POPEN_AUDIT
         if wrap_fork_exec is not None:
             name = self._fork_exec_name
             if name is None:
@@ -121,7 +151,12 @@ class _UnauditedExecuteChild:
                 namespace[name] = types.SimpleNamespace(fork_exec=wrap_fork_exec(module.fork_exec))
         function = types.FunctionType(self._code, namespace, self._name, self._defaults)
         function.__kwdefaults__ = self._kwdefaults
-        function(*args, **kwargs)
+        return function
+
+    def __call__(
+        self, *args: Any, wrap_fork_exec: WrapForkExec | None = None, **kwargs: Any
+    ) -> None:
+        self.function(wrap_fork_exec=wrap_fork_exec)(*args, **kwargs)
 
 
 def _unaudited_copy(function: Callable[..., None]) -> _UnauditedExecuteChild | None:
@@ -131,7 +166,8 @@ def _unaudited_copy(function: Callable[..., None]) -> _UnauditedExecuteChild | N
     return _UnauditedExecuteChild(function, code)
 
 
-#: The stdlib's own _execute_child, minus its "subprocess.Popen" audit event.
+#: The stdlib's own _execute_child, minus its "subprocess.Popen" audit event (or, through
+#: ``function(audited=True, ...)``, with it: the in-process spawn execs the user's argv).
 spawn_unaudited: _UnauditedExecuteChild | None = _unaudited_copy(STDLIB_EXECUTE_CHILD)
 
 
