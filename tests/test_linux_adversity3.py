@@ -18,7 +18,7 @@ import pytest
 from support import CASE_VAR, Parent, alive, marked, wait_until_gone
 
 import leashed
-from leashed import _capabilities, _spawner
+from leashed import _capabilities, _inproc_spawn, _spawner
 from leashed._linux import has_pidfd
 from leashed._procfs import poll_until, read_stat
 
@@ -447,9 +447,13 @@ def test_capabilities_statements_are_the_running_code() -> None:
         worker.start()
     for worker in workers:
         worker.join()
-    spawners = [t for t in threading.enumerate() if t.name == "leashed-spawner"]
-    assert len(spawners) == _spawner.SPAWNER_THREADS
-    assert f"on {len(spawners)} long-lived threads" in direct["how"]
+    if leashed.capabilities()["direct_path"] == _inproc_spawn.IN_PROCESS:
+        assert _inproc_spawn.spawner_threads() >= 1  # native threads forked for the workers
+        assert "native spawner threads" in direct["how"]
+    else:
+        spawners = [t for t in threading.enumerate() if t.name == "leashed-spawner"]
+        assert len(spawners) == _spawner.SPAWNER_THREADS
+        assert f"on {len(spawners)} long-lived threads" in direct["how"]
     # test_the_leash_follows_the_parent_across_exec: only direct-worker ends at exec.
     assert direct["notes"] == [_capabilities.EXEC_ENDS_SPAWNER_CHILDREN]
     # test_closing_every_fd_... and test_the_leash_follows_...: tree, grace, guardian kept.

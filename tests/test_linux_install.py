@@ -465,3 +465,26 @@ def test_a_bad_environment_value_says_so_and_start_up_goes_on(value: str) -> Non
     assert out.returncode == 0 and out.stdout == "started\n"
     assert out.stderr.startswith(f"leashed: LEASHED_INSTALL={value!r}: "), out.stderr
     assert "NOT leashed" in out.stderr
+
+
+def test_the_resource_tracker_outlives_the_parent_and_unlinks_its_leak(case_marker: str) -> None:
+    """multiprocessing's resource tracker is left unleashed: shared memory a SIGKILLed
+    parent leaked is still unlinked by it (then it exits by itself)."""
+    name = "leashed-test-" + case_marker[-12:]
+    code = f"""
+        import leashed, multiprocessing.shared_memory, time
+        leashed.install()
+        shm = multiprocessing.shared_memory.SharedMemory({name!r}, create=True, size=4096)
+        print("ready", flush=True)
+        time.sleep(300)
+        """
+    parent = Parent(code, case_marker)
+    try:
+        assert parent.read_line() == "ready"
+        assert os.path.exists(f"/dev/shm/{name}")
+        assert parent.killed_survivors(10.0) == []  # the tracker too, after its cleanup
+        assert not os.path.exists(f"/dev/shm/{name}")
+    finally:
+        parent.kill()
+        if os.path.exists(f"/dev/shm/{name}"):
+            os.unlink(f"/dev/shm/{name}")

@@ -16,6 +16,8 @@ _KEEPS_LEFTOVERS = (
 )
 
 # Each statement below is checked against the running code by tests/test_linux_adversity3.py.
+#: The in-process path without the helper: a call with a preexec_fn has no fast way.
+HELPER_MISSING_PREEXEC = "leashed-helper missing: a preexec_fn call falls back to fork() + prctl"
 #: Direct children of other threads (their fork runs on a spawner thread) at the parent's exec.
 EXEC_ENDS_SPAWNER_CHILDREN = (
     "the parent's execve() ends the direct children forked by spawner threads (their "
@@ -69,12 +71,11 @@ def _linux_mechanisms(helper: bool, pidfd: bool, direct_path: str) -> dict[str, 
     if direct_path == _inproc_spawn.IN_PROCESS:
         direct = _entry(
             "in-process: vfork, prctl(PR_SET_PDEATHSIG) + ppid recheck in the child, then "
-            "execve in place (forks of other threads run on long-lived spawner threads; "
-            "a preexec_fn call goes through leashed-helper direct)",
+            "execve in place (forks of other threads run on long-lived native spawner "
+            "threads, more of them while one waits for a child slow to exec; a preexec_fn "
+            "call goes through leashed-helper direct)",
             whole_tree=False,
-            notes=[]
-            if helper
-            else ["leashed-helper missing: a preexec_fn call falls back to fork() + prctl"],
+            notes=[EXEC_ENDS_SPAWNER_CHILDREN] + ([] if helper else [HELPER_MISSING_PREEXEC]),
         )
     elif helper:
         direct = _entry(

@@ -47,6 +47,12 @@ def built() -> bool:
     return _inproc is not None
 
 
+def spawner_threads() -> int:
+    """How many native spawner threads the extension runs now (0: none yet, or no
+    extension): they fork the children of threads other than the main one."""
+    return int(_inproc.spawner_count()) if _inproc is not None else 0
+
+
 def direct_path() -> str:
     """Which way the direct mechanism spawns: IN_PROCESS, or HELPER (the fallback)."""
     if _inproc is None or _helper.override_in_force():

@@ -211,11 +211,22 @@ def _spawnvef(mode: int, file: Any, args: Any, env: Any, func: Callable[..., Any
 def spawnv_passfds(path: Any, args: Sequence[Any], passfds: Sequence[int]) -> int:
     """multiprocessing.util.spawnv_passfds (spawn and forkserver methods), leashed."""
     real: Callable[..., int] = _real["spawnv_passfds"]
-    if _plans is None:
+    if _plans is None or _is_resource_tracker(args):
         return real(path, args, passfds)
     helper = _helper.helper_path()
     assert helper is not None
     return real(os.fsencode(helper), _helper_argv(path, args), passfds)  # bytes, as its callers
+
+
+#: How multiprocessing starts its resource tracker (``-c`` code, every CPython 3.10+).
+_RESOURCE_TRACKER = "from multiprocessing.resource_tracker import main"
+
+
+def _is_resource_tracker(args: Sequence[Any]) -> bool:
+    """Whether this spawn is multiprocessing's resource tracker. It is left unleashed: its
+    job is to outlive a dead parent long enough to unlink the shared memory and semaphores
+    that parent leaked, and it exits by itself once every holder of its pipe is gone."""
+    return any(isinstance(a, str) and a.startswith(_RESOURCE_TRACKER) for a in args)
 
 
 # -- forked Python children -------------------------------------------------------------------
@@ -337,7 +348,14 @@ def api_coverage(tree: bool) -> dict[str, dict[str, Any]]:
         "os.spawn": entry(f"os._spawnvef through {spawn_how}", tree),
         "os.fork": entry("at-fork hook in the child", False, fork_notes),
         "multiprocessing.fork": entry("at-fork hook in the worker", False, fork_notes[:2]),
-        "multiprocessing.spawn": entry(f"multiprocessing.util.spawnv_passfds: {spawn_how}", tree),
+        "multiprocessing.spawn": entry(
+            f"multiprocessing.util.spawnv_passfds: {spawn_how}",
+            tree,
+            [
+                "multiprocessing's resource tracker is left unleashed: it outlives a dead "
+                "parent to unlink what it leaked, then exits by itself"
+            ],
+        ),
         "multiprocessing.forkserver": entry(
             f"the forkserver started through {spawn_how}",
             tree,
