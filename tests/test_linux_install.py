@@ -23,6 +23,7 @@ from support import Parent, marked, named, wait_for_count, wait_for_named, wait_
 import leashed
 import leashed._helper
 from leashed import _install, _seam
+from leashed._procfs import poll_until
 from leashed._system import tree_mechanism
 
 pytestmark = pytest.mark.skipif(
@@ -369,7 +370,9 @@ def test_pid_follows_the_tree_mechanism(installed: None) -> None:
     leashed.install()
     expected = {"cgroup": "sleep", "supervisor": "leashed-helper"}[tree_mechanism()]
     with subprocess.Popen(["sleep", "30"]) as p:
-        assert open(f"/proc/{p.pid}/comm").read().strip() == expected
+        # the kernel names the process after its exec lets the stdlib's error pipe close
+        comm = f"/proc/{p.pid}/comm"
+        assert poll_until(lambda: open(comm).read().strip() == expected, 5.0), open(comm).read()
         p.kill()
     assert p.returncode == -9
 

@@ -61,13 +61,9 @@ def differences(mine: LeashOptions, active: LeashOptions) -> list[str]:
     ]
 
 
-def validated_options(
-    *, tree: object, grace: object, death_signal: object, keep_leftovers: object
-) -> LeashOptions:
+def validated_options(**given: object) -> LeashOptions:
     """The options, or the TypeError/ValueError leashed.Popen raises for the same values."""
-    options = LeashOptions.validated(
-        tree=tree, grace=grace, death_signal=death_signal, keep_leftovers=keep_leftovers
-    )
+    options = LeashOptions.validated(**given)
     if IS_WINDOWS:
         _windows.check_leash_options(options.tree, options.grace, options.death_signal)
         if options.keep_leftovers:
@@ -227,9 +223,7 @@ def _patch_mechanism(options: LeashOptions) -> _Active | None:
     """Every spawn point through leashed's per-child mechanisms (see the module's doc)."""
     if _install_posix is None:
         return None
-    spawn_plan, popen_plan = _install_posix.plans(
-        options.tree, options.grace, options.death_signal, options.keep_leftovers
-    )
+    spawn_plan, popen_plan = _install_posix.plans(options)
     patches = _Patches()
     try:
         _install_posix.apply(patches, popen_plan, spawn_plan)

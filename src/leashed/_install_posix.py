@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import shutil
@@ -29,7 +30,7 @@ from typing import Any
 
 from . import _helper, _seam, _spawner
 from ._linux import _prctl, arm_death_signal
-from ._plan import SIGKILL, LeashPlan
+from ._plan import SIGKILL, LeashOptions, LeashPlan
 from ._platform import BACKEND, IS_LINUX, plan_for_popen, plan_for_wrap
 from ._protocol import HelperCommand
 from ._system import tree_mechanism
@@ -43,18 +44,15 @@ _plans: tuple[LeashPlan, LeashPlan] | None = None
 _real: dict[str, Any] = {}
 
 
-def plans(
-    tree: bool, grace: float | None, death_signal: int | None, keep_leftovers: bool
-) -> tuple[LeashPlan, LeashPlan]:
+def plans(options: LeashOptions) -> tuple[LeashPlan, LeashPlan]:
     """(plan for posix_spawn-like spawns, plan for subprocess) for install()'s options.
 
     Raises RuntimeError when leashed-helper is missing: install() never downgrades.
     """
     leash = {
-        "tree": tree,
-        "grace": grace,
-        "death_signal": death_signal,
-        "keep_leftovers": keep_leftovers,
+        f.name: getattr(options, f.name)
+        for f in dataclasses.fields(options)
+        if f.name not in ("kill_on_drop", "mechanism")  # install() chooses both
     }
     if _helper.helper_path() is None:
         raise _helper.missing_error("leashed.install()")
@@ -300,26 +298,27 @@ def disarm_fork_hook() -> None:
 # -- what capabilities() says -----------------------------------------------------------------
 
 
+#: What capabilities() says of forked children while installed.
+_FORK_NOTES = (
+    "the forked child watches this process (pidfd/kqueue thread) and ends itself with "
+    "the death signal; forks on the main thread also arm PR_SET_PDEATHSIG (Linux)",
+    "what the forked child starts is leashed to it (it inherits install())",
+    "a forked child that execs (pty.spawn) is leashed only by PR_SET_PDEATHSIG: "
+    "forks of the main thread on Linux; its own descendants are not",
+)
+#: How plain subprocess children are leashed while installed, by the tree mechanism.
+_SUBPROCESS_HOW = {
+    "cgroup": "the cgroup mechanism (p.pid is the target's)",
+    "supervisor": "the supervisor (p.pid is its front)",
+}
+
+
 def api_coverage(tree: bool) -> dict[str, dict[str, Any]]:
     """Per spawn API: covered, how, whole_tree, notes, for install(tree=tree)."""
     helper = _helper.helper_path() is not None
-    by_mechanism = {
-        "cgroup": "the cgroup mechanism (p.pid is the target's)",
-        "supervisor": "the supervisor (p.pid is its front)",
-    }
-    sup = by_mechanism[tree_mechanism()] if tree else "the direct mechanism"
-    spawn_how = (
-        "the helper's supervisor, watching this process"
-        if tree
-        else ("the helper's guardian, watching this process")
-    )
-    fork_notes = [
-        "the forked child watches this process (pidfd/kqueue thread) and ends itself with "
-        "the death signal; forks on the main thread also arm PR_SET_PDEATHSIG (Linux)",
-        "what the forked child starts is leashed to it (it inherits install())",
-        "a forked child that execs (pty.spawn) is leashed only by PR_SET_PDEATHSIG: "
-        "forks of the main thread on Linux; its own descendants are not",
-    ]
+    sup = _SUBPROCESS_HOW[tree_mechanism()] if tree else "the direct mechanism"
+    spawn_how = f"the helper's {'supervisor' if tree else 'guardian'}, watching this process"
+    fork_notes = list(_FORK_NOTES)
 
     def entry(how: str, whole_tree: bool, notes: list[str] | None = None) -> dict[str, Any]:
         return {"covered": helper, "how": how, "whole_tree": whole_tree, "notes": notes or []}
