@@ -149,12 +149,20 @@ def get(url: str) -> bytes:
         return body
 
 
-def refused(url: str) -> bool:
-    try:
-        get(url)
-    except urllib.error.URLError as exc:
-        return isinstance(exc.reason, ConnectionRefusedError)
-    return False
+def refused(url: str, timeout: float = 5.0) -> bool:
+    """Whether nothing serves ``url`` any more. A connection reset is a server still in its
+    exit (its listening socket not yet closed): asked again until refused or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            get(url)
+        except urllib.error.URLError as exc:
+            return isinstance(exc.reason, ConnectionRefusedError)
+        except ConnectionResetError:
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+        return False
 
 
 def wait_log(path: Path, pattern: str, count: int = 1, timeout: float = START) -> list[str]:

@@ -20,7 +20,9 @@
 #include "helper.h"
 
 #define SLOT_MAX 4096 /* cgroups t0 .. t4095 */
-#define END_ROUNDS 100 /* final cgroup.kill rounds (x RECHECK_MS) before giving up */
+/* final cgroup.kill rounds (x RECHECK_MS) before giving up: a minute, for a loaded machine
+ * where SIGKILLed processes take seconds to exit and so to leave their cgroup */
+#define END_ROUNDS 3000
 #define RECHECK_MS 20
 
 enum { MSG_PREPARE = 1, MSG_START = 2, MSG_END = 3 };
