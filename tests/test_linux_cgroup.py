@@ -38,6 +38,7 @@ PARENT = """
 import json, os, sys, time
 {prelude}
 import leashed
+import leashed._system; leashed._system.CGROUP_BY_DEFAULT = True  # opt-in for now
 proc = leashed.Popen(["sh", "-c", {tree!r}], **{options!r})
 caps = leashed.capabilities()["mechanisms"]["cgroup"]
 print(json.dumps({{"pid": proc.pid, "mechanism": proc.mechanism, "cgroup": caps["cgroup"]}}),
@@ -45,6 +46,17 @@ print(json.dumps({{"pid": proc.pid, "mechanism": proc.mechanism, "cgroup": caps[
 {after}
 time.sleep(300)
 """
+
+
+@pytest.fixture(autouse=True)
+def cgroup_by_default(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """These tests are of the cgroup mechanism: tree=True takes it (opt-in for now)."""
+    from leashed import _platform, _system
+
+    monkeypatch.setattr(_system, "CGROUP_BY_DEFAULT", True)
+    _platform._common_plans.clear()
+    yield
+    _platform._common_plans.clear()
 
 
 def _parent(
@@ -207,6 +219,7 @@ def test_forced_cgroup_needs_tree() -> None:
 
 REPORT = """
 import json, leashed
+import leashed._system; leashed._system.CGROUP_BY_DEFAULT = True  # opt-in for now
 caps = leashed.capabilities()
 entry = caps["mechanisms"]["cgroup"]
 proc = leashed.Popen(["true"], tree=True)
@@ -278,6 +291,7 @@ def _as_nobody_in(cgroup: Path) -> str:
     return textwrap.dedent(
         f"""
         import json, leashed, leashed._cgroup, leashed._capabilities, selectors, threading
+        import leashed._system; leashed._system.CGROUP_BY_DEFAULT = True
         leashed._helper.helper_path()
         os.setpgid(0, 0)
         open({str(cgroup / "cgroup.procs")!r}, "w").write(str(os.getpid()))
@@ -344,7 +358,7 @@ def test_a_caller_with_closed_stdio_is_served_the_same(tmp_path: Path) -> None:
         with open({str(out)!r}, "w") as f:
             os.close(0)
             argv = ["sh", "-c", "echo ok; cat /proc/self/cgroup"]
-            assert leashed.Popen(argv, tree=True, stdin=2, stdout=f).wait() == 0
+            assert leashed.Popen(argv, tree=True, mechanism="cgroup", stdin=2, stdout=f).wait() == 0
         """
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30, text=True)
@@ -356,6 +370,7 @@ def test_a_caller_with_closed_stdio_is_served_the_same(tmp_path: Path) -> None:
 
 NESTED = """
 import leashed, time
+import leashed._system; leashed._system.CGROUP_BY_DEFAULT = True
 inner = leashed.Popen(["sh", "-c", "setsid sleep 300 & sleep 300"], tree=True)
 assert inner.mechanism == "cgroup"
 time.sleep(300)

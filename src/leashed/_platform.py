@@ -15,7 +15,14 @@ from typing import Any
 from . import _helper, _inproc_spawn
 from ._linux import has_pidfd
 from ._plan import DEFAULTS, NAMES, LeashOptions, LeashPlan, Mechanism, plan_from
-from ._system import HAS_SUBREAPER, IS_LINUX, IS_WINDOWS, default_mechanism, tree_mechanism
+from ._system import (
+    HAS_SUBREAPER,
+    IS_LINUX,
+    IS_WINDOWS,
+    cgroup_available,
+    default_mechanism,
+    tree_mechanism,
+)
 
 if sys.platform == "linux":
     from . import _cgroup
@@ -81,7 +88,7 @@ def _mechanism_for(options: LeashOptions, *, spawned_here: bool = True) -> Mecha
         raise ValueError(
             "mechanism='cgroup' needs the child spawned by leashed.Popen or leashed.asyncio"
         )
-    if options.mechanism == "cgroup" and tree_mechanism() != "cgroup":
+    if options.mechanism == "cgroup" and not cgroup_available():
         if sys.platform == "linux":
             raise _cgroup.unavailable_error()
         raise RuntimeError("mechanism='cgroup' is not available here: cgroups are Linux's")

@@ -28,9 +28,20 @@ def default_mechanism() -> Mechanism:
     return "direct" if IS_LINUX else "guardian"
 
 
+#: Whether ``tree=True`` takes the cgroup mechanism by itself where it is available. Off
+#: for now: whole-suite CI runs left empty leash cgroups of dead parents behind (cause not
+#: found yet); ``mechanism="cgroup"`` asks for it.
+CGROUP_BY_DEFAULT = False
+
+
+def cgroup_available() -> bool:
+    """Whether the cgroup mechanism can work here (Linux, a writable cgroup v2 hierarchy)."""
+    return sys.platform == "linux" and _cgroup.available()
+
+
 def tree_mechanism() -> Mechanism:
-    """What ``tree=True`` uses here: a cgroup of its own where this process may write a
-    cgroup v2 hierarchy (Linux), else the supervisor."""
-    if sys.platform == "linux" and _cgroup.available():
+    """What ``tree=True`` uses here unless told: the supervisor (the cgroup mechanism only
+    with CGROUP_BY_DEFAULT, where it is available)."""
+    if CGROUP_BY_DEFAULT and cgroup_available():
         return "cgroup"
     return "supervisor"
