@@ -366,6 +366,10 @@ def test_watch_parent_default_is_never_init(case_marker: str, tmp_path: Path) ->
     """In a pid namespace of its own the orphan's reaper is pid 1 (no subreaper between)."""
     if shutil.which("unshare") is None:
         pytest.skip("needs unshare(1)")
+    probe = ["unshare", "--pid", "--fork", "--mount-proc", "true"]
+    refused = subprocess.run(probe, capture_output=True, text=True, timeout=30)
+    if refused.returncode != 0:  # a chroot whose / is no mount point, for one
+        pytest.skip(f"a pid namespace with its own /proc is refused here: {refused.stderr}")
     out = tmp_path / "out"
     watcher = " ".join([sys.executable, "-c", shlex.quote(LATE_WATCHER), str(out), "0.5"])
     inner = f"sh -c {shlex.quote(watcher + ' & exit 0')}; sleep 3"
