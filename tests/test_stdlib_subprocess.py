@@ -308,18 +308,19 @@ def test_stdlib_subprocess_passes_with_install_from_the_environment(
 def test_stdlib_asyncio_subprocess_passes_with_install_from_the_environment(
     asyncio_install_oracle: Oracle,
 ) -> None:
-    check(asyncio_install_oracle, "install")
+    check(asyncio_install_oracle, "install", minimum_tests=50)  # 3.15's module has 86
 
 
-def check(oracle: Oracle, variant: str) -> None:
-    """No failure of the patched run that the unpatched standard library does not have."""
+def check(oracle: Oracle, variant: str, minimum_tests: int = 100) -> None:
+    """No failure of the patched run that the unpatched standard library does not have
+    (and at least ``minimum_tests`` of its tests ran)."""
     outcome = oracle.patched[variant]
     report = outcome.report
     assert report["popen_is_leashed"] and report["popen_name"] == "Popen", report
     assert report["mechanism"] == MECHANISMS[variant], report["mechanism"]
     if variant in DIRECT_PATHS and (variant != "default" or _inproc_spawn.built()):
         assert report["direct_path"] == DIRECT_PATHS[variant], report["direct_path"]
-    assert report["tests_run"] > 100, f"too few stdlib tests ran: {report['tests_run']}"
+    assert report["tests_run"] > minimum_tests, f"too few stdlib tests ran: {report['tests_run']}"
     failing = outcome.failing()
     also_failing = set(oracle.baseline.failing()) if oracle.baseline is not None else set()
     deliberate = DELIBERATE[variant]
