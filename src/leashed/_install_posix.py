@@ -32,9 +32,9 @@ from . import _helper, _seam, _spawner
 from ._linux import _prctl, arm_death_signal
 from ._plan import SIGKILL, LeashOptions, LeashPlan
 from ._platform import BACKEND, IS_LINUX, plan_for_popen, plan_for_wrap
-from ._protocol import HelperCommand
 from ._system import tree_mechanism
 from ._watch import watch_parent
+from ._wrap import helper_argv
 
 assert sys.platform != "win32", "the Windows install() is a job object"  # for type checkers
 
@@ -100,14 +100,7 @@ def _execute_child(self: Any, *args: Any, **kwargs: Any) -> None:
 def _helper_argv(program: Any, argv: Sequence[Any]) -> list[Any]:
     """The helper's argv that runs ``program`` with ``argv``, leashed to this process."""
     assert _plans is not None
-    plan = _plans[1]
-    if plan.mechanism == "direct":
-        command = HelperCommand(plan, parent_pid=os.getpid())
-    else:
-        command = HelperCommand(plan, watch_pid=os.getpid())
-    helper = _helper.helper_path()
-    assert helper is not None
-    return command.argv(helper, program, list(argv))
+    return helper_argv(_plans[1], program, argv)
 
 
 def _is_helper(path: Any) -> bool:

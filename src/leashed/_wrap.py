@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import _helper
+from ._plan import LeashPlan
 from ._platform import plan_for_wrap
 from ._protocol import HelperCommand
 
@@ -77,13 +78,19 @@ def wrap(
         mechanism=mechanism,
         keep_leftovers=keep_leftovers,
     )
+    return _as_str(helper_argv(plan, target[0], target))
+
+
+def helper_argv(plan: LeashPlan, program: Any, argv: Sequence[Any]) -> list[Any]:
+    """The helper's argv that runs ``program`` with ``argv``, leashed to this process
+    (direct: to this process as its parent; else watched by pidfd or kqueue)."""
     if plan.mechanism == "direct":
         command = HelperCommand(plan, parent_pid=os.getpid())
     else:
         command = HelperCommand(plan, watch_pid=os.getpid())
     helper = _helper.helper_path()
     assert helper is not None
-    return _as_str(command.argv(helper, target[0], target))
+    return command.argv(helper, program, list(argv))
 
 
 def _checked_argv(argv: object) -> list[str]:
