@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from . import _helper, _seam, _spawner
@@ -81,6 +81,78 @@ def apply(patches: Any, popen_plan: LeashPlan, spawn_plan: LeashPlan) -> None:
     patches.replace(multiprocessing.util, "spawnv_passfds", spawnv_passfds)
 
 
+# -- spawns and forks kept apart -----------------------------------------------------------
+
+
+class _SpawnGate:
+    """Spawns (many at once) kept apart from os.fork() and libc's posix_spawn (one at a
+    time) while installed.
+
+    A spawn's vfork child shares this process's memory until it execs, and libc locks
+    with it: glibc's fork() and posix_spawn() hold a lock that its sigaction() waits for
+    (seen with glibc 2.42). If this process is SIGKILLed while one thread is inside one of
+    them, the lock stays held in that memory, and another thread's not-yet-exec'd child
+    blocks on it forever, every signal blocked and no leash yet. So such a call waits
+    until no spawn is in flight, and spawns wait while it runs or waits. A thread's nested
+    spawns, and a fork made inside a spawn (a preexec_fn), do not wait on themselves.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._spawning = 0
+        self._forking = False
+        self._depth = threading.local()
+
+    @contextlib.contextmanager
+    def spawn(self) -> Iterator[None]:
+        depth = getattr(self._depth, "n", 0)
+        if depth == 0:
+            with self._cond:
+                while self._forking:
+                    self._cond.wait()
+                self._spawning += 1
+        self._depth.n = depth + 1
+        try:
+            yield
+        finally:
+            self._depth.n = depth
+            if depth == 0:
+                with self._cond:
+                    self._spawning -= 1
+                    if self._spawning == 0:
+                        self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def alone(self) -> Iterator[None]:
+        """A posix_spawn() of libc, with no other spawn in flight."""
+        entered = self.enter_fork()
+        try:
+            yield
+        finally:
+            if entered:
+                self.leave_fork()
+
+    def enter_fork(self) -> bool:
+        """Before a fork: wait for the spawns in flight; False if this thread is in one."""
+        if getattr(self._depth, "n", 0):
+            return False
+        with self._cond:
+            while self._forking:
+                self._cond.wait()
+            self._forking = True
+            while self._spawning:
+                self._cond.wait()
+        return True
+
+    def leave_fork(self) -> None:
+        with self._cond:
+            self._forking = False
+            self._cond.notify_all()
+
+
+_gate = _SpawnGate()
+
+
 # -- subprocess ---------------------------------------------------------------------------
 
 
@@ -91,7 +163,8 @@ def _execute_child(self: Any, *args: Any, **kwargs: Any) -> None:
         _seam.STDLIB_EXECUTE_CHILD(self, *args, **kwargs)
         return
     self._leash = BACKEND.ChildLeash(current[0])
-    BACKEND.execute_child(self, _seam.bind(args, kwargs))
+    with _gate.spawn():
+        BACKEND.execute_child(self, _seam.bind(args, kwargs))
 
 
 # -- the posix_spawn family ---------------------------------------------------------------
@@ -130,10 +203,12 @@ def _spawn(
     real: Callable[..., int], path: Any, argv: Any, env: Any, search: bool, **kwargs: Any
 ) -> int:
     if _plans is None or _is_helper(path) or not isinstance(argv, (list, tuple)) or not argv:
-        return real(path, argv, env, **kwargs)  # the stdlib's own errors for bad argv
+        with _gate.alone():
+            return real(path, argv, env, **kwargs)  # the stdlib's own errors for bad argv
     program = _checked_program(path, search)
     helper = _helper.helper_path()
-    return real(helper, _helper_argv(program, argv), env, **kwargs)
+    with _gate.alone():
+        return real(helper, _helper_argv(program, argv), env, **kwargs)
 
 
 def posix_spawn(path: Any, argv: Any, env: Any, **kwargs: Any) -> int:
@@ -190,7 +265,8 @@ def _spawnvef(mode: int, file: Any, args: Any, env: Any, func: Callable[..., Any
     program = text if search or "/" in text else "./" + text
     environ = os.environ if env is None else env
     helper = _helper.helper_path()
-    pid = _real["posix_spawn"](helper, _helper_argv(program, args), environ)
+    with _gate.alone():
+        pid = _real["posix_spawn"](helper, _helper_argv(program, args), environ)
     if mode == os.P_NOWAIT:
         return int(pid)
     while True:
@@ -203,10 +279,12 @@ def spawnv_passfds(path: Any, args: Sequence[Any], passfds: Sequence[int]) -> in
     """multiprocessing.util.spawnv_passfds (spawn and forkserver methods), leashed."""
     real: Callable[..., int] = _real["spawnv_passfds"]
     if _plans is None or _is_resource_tracker(args):
-        return real(path, args, passfds)
+        with _gate.spawn():
+            return real(path, args, passfds)
     helper = _helper.helper_path()
     assert helper is not None
-    return real(os.fsencode(helper), _helper_argv(path, args), passfds)  # bytes, as its callers
+    with _gate.spawn():
+        return real(os.fsencode(helper), _helper_argv(path, args), passfds)  # bytes, as callers
 
 
 #: How multiprocessing starts its resource tracker (``-c`` code, every CPython 3.10+).
@@ -225,9 +303,11 @@ def _is_resource_tracker(args: Sequence[Any]) -> bool:
 #: The death (signal, grace) of forked children while installed; None: the hook is idle.
 _fork_death: tuple[int, float | None] | None = None
 _hook_registered = False
-#: Set in the parent just before each fork: (parent pid, forked on the main thread, a
-#: subprocess child that is about to exec the helper).
-_fork_info: tuple[int, bool, bool] = (0, False, False)
+#: Set in the parent just before each fork, per forking thread (two threads may each be
+#: between their before-hook and their fork): thread ident -> (parent pid, forked on the
+#: main thread, a subprocess child that is about to exec the helper, whether it holds the
+#: spawn gate). The child's one thread is the forking one, with the same ident.
+_fork_info: dict[int, tuple[int, bool, bool, bool]] = {}
 
 
 def _spawn_codes() -> frozenset[types.CodeType]:
@@ -242,7 +322,6 @@ _SPAWN_CODES = _spawn_codes()
 
 
 def _before_fork() -> None:
-    global _fork_info
     if _fork_death is None:
         return
     try:
@@ -250,12 +329,23 @@ def _before_fork() -> None:
     except ValueError:  # a fork made from C with no Python frame above it
         caller = None
     on_main = threading.current_thread() is threading.main_thread()
-    _fork_info = (os.getpid(), on_main, caller in _SPAWN_CODES)
+    spawning = caller in _SPAWN_CODES
+    gated = not spawning and _gate.enter_fork()
+    _fork_info[threading.get_ident()] = (os.getpid(), on_main, spawning, gated)
+
+
+def _after_fork_in_parent() -> None:
+    info = _fork_info.pop(threading.get_ident(), None)
+    if info is not None and info[3]:
+        _gate.leave_fork()
 
 
 def _after_fork_in_child() -> None:
+    global _gate
     death = _fork_death
-    parent, on_main, spawning = _fork_info
+    parent, on_main, spawning, _ = _fork_info.pop(threading.get_ident(), (0, False, False, False))
+    _fork_info.clear()  # the other threads' entries: those threads are not in this child
+    _gate = _SpawnGate()  # the other threads counted in the old one are not in this child
     if death is None or spawning or parent == 0:
         return
     death_signal, grace = death
@@ -278,7 +368,11 @@ def arm_fork_hook() -> None:
     if IS_LINUX:
         _prctl()  # libc loaded here: a forked child must not dlopen
     if not _hook_registered:
-        os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+        os.register_at_fork(
+            before=_before_fork,
+            after_in_parent=_after_fork_in_parent,
+            after_in_child=_after_fork_in_child,
+        )
         _hook_registered = True
 
 
