@@ -100,7 +100,7 @@ class _SpawnGate:
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._spawning = 0
-        self._forking = False
+        self._alone = False
         self._depth = threading.local()
 
     @contextlib.contextmanager
@@ -108,7 +108,7 @@ class _SpawnGate:
         depth = getattr(self._depth, "n", 0)
         if depth == 0:
             with self._cond:
-                while self._forking:
+                while self._alone:
                     self._cond.wait()
                 self._spawning += 1
         self._depth.n = depth + 1
@@ -125,28 +125,29 @@ class _SpawnGate:
     @contextlib.contextmanager
     def alone(self) -> Iterator[None]:
         """A posix_spawn() of libc, with no other spawn in flight."""
-        entered = self.enter_fork()
+        entered = self.enter_alone()
         try:
             yield
         finally:
             if entered:
-                self.leave_fork()
+                self.leave_alone()
 
-    def enter_fork(self) -> bool:
-        """Before a fork: wait for the spawns in flight; False if this thread is in one."""
+    def enter_alone(self) -> bool:
+        """Before a fork or a libc posix_spawn: wait for the spawns in flight; False if
+        this thread is in one (it cannot wait on itself)."""
         if getattr(self._depth, "n", 0):
             return False
         with self._cond:
-            while self._forking:
+            while self._alone:
                 self._cond.wait()
-            self._forking = True
+            self._alone = True
             while self._spawning:
                 self._cond.wait()
         return True
 
-    def leave_fork(self) -> None:
+    def leave_alone(self) -> None:
         with self._cond:
-            self._forking = False
+            self._alone = False
             self._cond.notify_all()
 
 
@@ -330,14 +331,14 @@ def _before_fork() -> None:
         caller = None
     on_main = threading.current_thread() is threading.main_thread()
     spawning = caller in _SPAWN_CODES
-    gated = not spawning and _gate.enter_fork()
+    gated = not spawning and _gate.enter_alone()
     _fork_info[threading.get_ident()] = (os.getpid(), on_main, spawning, gated)
 
 
 def _after_fork_in_parent() -> None:
     info = _fork_info.pop(threading.get_ident(), None)
     if info is not None and info[3]:
-        _gate.leave_fork()
+        _gate.leave_alone()
 
 
 def _after_fork_in_child() -> None:
