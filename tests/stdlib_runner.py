@@ -248,7 +248,8 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     try:
-        sys.exit(main(sys.argv[1:]))
+        status = main(sys.argv[1:])
     except BaseException:
         traceback.print_exc()
         raise
+    sys.exit(status)
