@@ -146,6 +146,7 @@ def test_jupyter_kernel_and_its_cells_subprocess(
         _end(parent, case_marker, how, {int(ready[2])})
 
 
+#: A parent that starts ARGV with plain subprocess, its output in server.log.
 SERVER_PARENT = """
     import subprocess
 
@@ -259,15 +260,6 @@ def test_sleepy(name):
     time.sleep(300)
 """
 
-XDIST_PARENT = """
-    import subprocess
-
-    log = open("pytest.log", "ab")
-    inner = subprocess.Popen(ARGV, stdout=log, stderr=log)
-    print("ready", inner.pid, flush=True)
-    time.sleep(600)
-"""
-
 
 @pytest.mark.parametrize("how", HOWS)
 def test_pytest_xdist_workers_started_by_a_parent(
@@ -281,11 +273,11 @@ def test_pytest_xdist_workers_started_by_a_parent(
     env = dict(os.environ)
     for var in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
         env.pop(var, None)
-    with _start(XDIST_PARENT, how, case_marker, tmp_path, env=env, ARGV=argv) as parent:
+    with _start(SERVER_PARENT, how, case_marker, tmp_path, env=env, ARGV=argv) as parent:
         inner = int(Lines(parent).expect(r"^ready (\d+)$")[1])
         started = [tmp_path / f"started-{name}" for name in ("one", "two")]
         if not poll_until(lambda: all(path.exists() for path in started), START):
-            log = (tmp_path / "pytest.log").read_text(errors="replace")
+            log = (tmp_path / "server.log").read_text(errors="replace")
             raise AssertionError(f"the two tests did not start:\n{log}")
         workers = {int(path.read_text()) for path in started}
         assert len(workers) == 2, workers  # one test on each worker
